@@ -1,0 +1,92 @@
+"""Crystallize: reproducible experiments with replicates, treatments and hypotheses.
+
+Everything a user imports lives here; module paths of earlier releases
+(``crystallize.core.*``, ``crystallize.experiments.*`` ...) re-export these names.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__version__ = "0.1.0"
+
+from .builder import ExperimentBuilder
+from .context import ArtifactLog, FrozenContext, MetricsCollector
+from .datasource import DataSource, ExperimentInput
+from .decorators import data_source, hypothesis, pipeline, pipeline_step, resource_factory, treatment, verifier
+from .errors import (
+    ContextMutationError,
+    CrystallizeError,
+    MissingMetricError,
+    PipelineExecutionError,
+    SerializationError,
+    ValidationError,
+)
+from .experiment import Experiment
+from .hypothesis import Hypothesis
+from .injection import inject_from_ctx
+from .optimizers import BaseOptimizer, GridSearchOptimizer, Objective, RandomSearchOptimizer
+from .pipeline import Pipeline
+from .plugins.artifacts import ArtifactPlugin
+from .plugins.base import BasePlugin
+from .plugins.execution import AsyncExecution, ExecutionPlugin, ParallelExecution, SerialExecution
+from .plugins.logging_plugin import LoggingPlugin
+from .plugins.seed import SeedPlugin
+from .results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
+from .steps import PipelineStep, exit_step
+from .treatment import Treatment
+
+logging.getLogger("crystallize").addHandler(logging.NullHandler())
+
+
+def standalone_context(initial: dict | None = None, *, logger: logging.Logger | None = None) -> FrozenContext:
+    """A context for calling steps by hand (tests, notebooks)."""
+    return FrozenContext(initial or {}, logger=logger)
+
+
+__all__ = [
+    "ArtifactLog",
+    "ArtifactPlugin",
+    "AsyncExecution",
+    "BaseOptimizer",
+    "BasePlugin",
+    "ContextMutationError",
+    "CrystallizeError",
+    "DataSource",
+    "ExecutionPlugin",
+    "Experiment",
+    "ExperimentBuilder",
+    "ExperimentInput",
+    "ExperimentMetrics",
+    "FrozenContext",
+    "GridSearchOptimizer",
+    "Hypothesis",
+    "HypothesisResult",
+    "LoggingPlugin",
+    "MetricsCollector",
+    "MissingMetricError",
+    "Objective",
+    "ParallelExecution",
+    "Pipeline",
+    "PipelineExecutionError",
+    "PipelineStep",
+    "RandomSearchOptimizer",
+    "Result",
+    "SeedPlugin",
+    "SerialExecution",
+    "SerializationError",
+    "Treatment",
+    "TreatmentMetrics",
+    "ValidationError",
+    "__version__",
+    "data_source",
+    "exit_step",
+    "hypothesis",
+    "inject_from_ctx",
+    "pipeline",
+    "pipeline_step",
+    "resource_factory",
+    "standalone_context",
+    "treatment",
+    "verifier",
+]

@@ -1,0 +1,94 @@
+"""The fluent builder of seed 001: ``Experiment.builder("basic").datasource(...)...build()``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .datasource import DataSource
+from .experiment import Experiment
+from .hypothesis import Hypothesis
+from .pipeline import Pipeline
+from .plugins.base import BasePlugin
+from .steps import PipelineStep
+from .treatment import Treatment
+
+
+class ExperimentBuilder:
+    """Collects the parts of an experiment; ``build()`` makes and validates it."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self._name = name
+        self._datasource: DataSource | None = None
+        self._steps: list[PipelineStep] = []
+        self._plugins: list[BasePlugin] = []
+        self._treatments: list[Treatment] = []
+        self._hypotheses: list[Hypothesis] = []
+        self._replicates = 1
+        self._description: str | None = None
+        self._initial_ctx: dict[str, Any] = {}
+        self._outputs: list[Any] = []
+
+    def name(self, name: str) -> ExperimentBuilder:
+        self._name = name
+        return self
+
+    def datasource(self, datasource: DataSource) -> ExperimentBuilder:
+        self._datasource = datasource
+        return self
+
+    def pipeline(self, pipeline: Pipeline | Sequence[PipelineStep]) -> ExperimentBuilder:
+        self._steps = list(pipeline.steps if isinstance(pipeline, Pipeline) else pipeline)
+        return self
+
+    def add_step(self, step: PipelineStep) -> ExperimentBuilder:
+        self._steps.append(step)
+        return self
+
+    def plugins(self, plugins: Sequence[BasePlugin]) -> ExperimentBuilder:
+        self._plugins = list(plugins)
+        return self
+
+    def treatments(self, treatments: Sequence[Treatment]) -> ExperimentBuilder:
+        self._treatments = list(treatments)
+        return self
+
+    def hypotheses(self, hypotheses: Sequence[Hypothesis]) -> ExperimentBuilder:
+        self._hypotheses = list(hypotheses)
+        return self
+
+    def replicates(self, replicates: int) -> ExperimentBuilder:
+        self._replicates = replicates
+        return self
+
+    def description(self, description: str) -> ExperimentBuilder:
+        self._description = description
+        return self
+
+    def initial_ctx(self, initial_ctx: Mapping[str, Any]) -> ExperimentBuilder:
+        self._initial_ctx = dict(initial_ctx)
+        return self
+
+    def outputs(self, outputs: Sequence[Any]) -> ExperimentBuilder:
+        self._outputs = list(outputs)
+        return self
+
+    def build(self) -> Experiment:
+        if self._datasource is None:
+            from .errors import ValidationError
+
+            raise ValidationError("the builder needs a datasource: call .datasource(my_source())")
+        experiment = Experiment(
+            datasource=self._datasource,
+            pipeline=Pipeline(self._steps),
+            plugins=self._plugins,
+            name=self._name,
+            description=self._description,
+            initial_ctx=self._initial_ctx,
+            outputs=self._outputs,
+            treatments=self._treatments,
+            hypotheses=self._hypotheses,
+            replicates=self._replicates,
+        )
+        experiment.validate()
+        return experiment

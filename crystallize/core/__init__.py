@@ -1,0 +1,1 @@
+"""Upstream-style ``crystallize.core`` paths (re-exports)."""

@@ -1,0 +1,130 @@
+"""The decorators users write experiments with."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .datasource import DataSource, FunctionSource
+from .hypothesis import Hypothesis, MetricSpec
+from .injection import CallSignature
+from .pipeline import Pipeline
+from .resources import ResourceFactory
+from .steps import FunctionStep, PipelineStep
+from .treatment import Treatment
+
+
+def pipeline_step(
+    fn: Callable[..., Any] | None = None, *, cacheable: bool = False
+) -> Any:
+    """Turn ``fn(data, ctx, *, params...)`` into a step factory: ``add_delta(delta=1)`` makes a step.
+
+    Parameters not given to the factory come from the context at run time, else
+    from their defaults.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., PipelineStep]:
+        signature = CallSignature.of(func, takes_data=True)
+
+        @functools.wraps(func)
+        def factory(*args: Any, **explicit: Any) -> PipelineStep:
+            if args:
+                raise TypeError(
+                    f"{func.__name__}() takes parameters by keyword only (as in {func.__name__}(delta=1)); "
+                    "the data and context are passed by the pipeline"
+                )
+            return FunctionStep(func, explicit, cacheable=cacheable, signature=signature)
+
+        factory.step_function = func  # type: ignore[attr-defined]
+        return factory
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+def data_source(fn: Callable[..., Any] | None = None, **_: Any) -> Any:
+    """Turn ``fn(ctx, *, params...)`` into a datasource factory: ``numbers()`` makes a datasource."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., DataSource]:
+        @functools.wraps(func)
+        def factory(*args: Any, **explicit: Any) -> DataSource:
+            if args:
+                raise TypeError(f"{func.__name__}() takes parameters by keyword only")
+            return FunctionSource(func, explicit)
+
+        factory.source_function = func  # type: ignore[attr-defined]
+        return factory
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+def treatment(name: str, apply: Mapping[str, Any] | Callable[[Any], Any] | None = None) -> Any:
+    """``treatment("boost", {"delta": 10})`` makes a Treatment; ``@treatment("boost")`` decorates a ``fn(ctx)``."""
+    if apply is not None:
+        return Treatment(name, apply)
+
+    def decorate(func: Callable[[Any], Any]) -> Treatment:
+        return Treatment(name, func)
+
+    return decorate
+
+
+class VerifierCallable:
+    """A verifier with its parameters bound; picklable when its function is."""
+
+    def __init__(self, fn: Callable[..., Any], params: Mapping[str, Any]) -> None:
+        self.fn = fn
+        self.params = dict(params)
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, baseline: Mapping[str, Any], treatment: Mapping[str, Any]) -> Any:
+        return self.fn(baseline, treatment, **self.params)
+
+    def __repr__(self) -> str:
+        return f"{getattr(self.fn, '__name__', 'verifier')}({self.params})"
+
+
+def verifier(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``@verifier def test(baseline, treatment, alpha=0.05)``; ``test(alpha=0.01)`` binds parameters."""
+
+    @functools.wraps(fn)
+    def factory(*args: Any, **params: Any) -> Any:
+        if len(args) == 2:
+            return fn(*args, **params)
+        if args:
+            raise TypeError(f"{fn.__name__}() binds parameters by keyword, as in {fn.__name__}(alpha=0.01)")
+        return VerifierCallable(fn, params)
+
+    return factory
+
+
+def hypothesis(
+    *,
+    verifier: Callable[..., Any],
+    metrics: MetricSpec = None,
+    name: str | None = None,
+) -> Callable[[Callable[[Any], float]], Hypothesis]:
+    """``@hypothesis(verifier=..., metrics="total")`` on a ranker makes a Hypothesis."""
+
+    def decorate(ranker: Callable[[Any], float]) -> Hypothesis:
+        return Hypothesis(verifier=verifier, metrics=metrics, ranker=ranker, name=name or ranker.__name__)
+
+    return decorate
+
+
+def resource_factory(
+    fn: Callable[..., Any] | None = None, *, key: str | None = None
+) -> Any:
+    """Wrap a builder of an unpicklable resource so each worker process builds its own."""
+    if fn is not None:
+        return ResourceFactory(fn, key=key)
+    return lambda func: ResourceFactory(func, key=key)
+
+
+def pipeline(*steps: PipelineStep) -> Pipeline:
+    """``pipeline(a(), b())`` is ``Pipeline([a(), b()])``."""
+    return Pipeline(list(steps))

@@ -1,0 +1,117 @@
+"""Driver side of a run: hooks, step setup, the frozen spec, the executor and the progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from ..context import FrozenContext
+from ..errors import CrystallizeError, PipelineExecutionError
+from ..execution.base import Executor
+from .fold import RunFold
+from .plan import Conditions, ReplicateTask, RunSpec
+
+logger = logging.getLogger(__name__)
+
+
+class RunSession:
+    """One run (or one whole ``optimize()``): the spec is frozen and shipped once, here."""
+
+    def __init__(self, experiment: Any, spec: RunSpec, executor: Executor, progress: bool | None) -> None:
+        self.experiment = experiment
+        self.spec = spec
+        self.executor = executor
+        self.progress = progress
+        self.started_wall = datetime.now(timezone.utc)
+        self.started = time.perf_counter()
+
+    @property
+    def parallelism(self) -> int:
+        return self.executor.parallelism()
+
+    def execute(self, tasks: Sequence[ReplicateTask], conditions: Conditions, fold: RunFold, label: str = "") -> None:
+        """Run ``tasks`` and fold each outcome as it arrives, updating the progress bar."""
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        disable = None if self.progress is None else not self.progress
+        bar = tqdm(
+            total=len(tasks),
+            desc=label or self.spec.name,
+            unit="rep",
+            disable=disable,
+            leave=False,
+            mininterval=0.2,
+            file=sys.stderr,
+        )
+        redirect = logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
+        failed_before = fold.failed
+        with bar, redirect:
+            for outcome in self.executor.map(tasks, conditions):
+                fold.add(outcome)
+                if not bar.disable:
+                    bar.update(1)
+                    if fold.failed != failed_before:
+                        bar.set_postfix(failed=fold.failed - failed_before, refresh=False)
+
+    def provenance(self, conditions: Sequence[str], treatments: Mapping[str, Any]) -> dict[str, Any]:
+        from .. import __version__
+
+        spec = self.spec
+        return {
+            "experiment": spec.name,
+            "description": spec.description,
+            "mode": spec.mode,
+            "version": spec.version,
+            "root_seed": spec.seeding.root_seed,
+            "auto_seed": spec.seeding.auto_seed,
+            "replicates": spec.replicates,
+            "conditions": list(conditions),
+            "treatments": {name: _describe_treatment(t) for name, t in treatments.items()},
+            "pipeline_signature": spec.pipeline.signature(),
+            "pipeline_fingerprint": spec.pipeline.fingerprint,
+            "datasource": getattr(spec.datasource, "name", type(spec.datasource).__name__),
+            "executor": self.executor.describe(),
+            "crystallize_version": __version__,
+            "python": platform.python_version(),
+            "started_at": self.started_wall.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "wall_seconds": time.perf_counter() - self.started,
+        }
+
+
+def _describe_treatment(treatment: Any) -> Any:
+    if treatment is None:
+        return None
+    if treatment.is_mapping:
+        return {k: repr(v) for k, v in treatment.apply_map.items()}
+    return getattr(treatment._apply, "__qualname__", "callable")
+
+
+@contextlib.contextmanager
+def setup_steps(steps: Sequence[Any], initial_ctx: Mapping[str, Any], experiment: str) -> Iterator[FrozenContext]:
+    """Call every step's ``setup`` on a fresh context (so a second run starts clean), then ``teardown``."""
+    ctx = FrozenContext(initial_ctx)
+    done: list[Any] = []
+    try:
+        for step in steps:
+            try:
+                step.setup(ctx)
+            except CrystallizeError:
+                raise
+            except Exception as exc:
+                raise PipelineExecutionError(f"{step.name}.setup", exc, experiment=experiment) from exc
+            done.append(step)
+        yield ctx
+    finally:
+        for step in reversed(done):
+            try:
+                step.teardown(ctx)
+            except Exception:  # noqa: BLE001 - teardown problems must not hide the run's result
+                logger.exception("teardown of step '%s' failed", step.name)

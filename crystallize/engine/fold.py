@@ -1,0 +1,174 @@
+"""Driver side: fold outcomes as they arrive, then verify hypotheses and build the Result."""
+
+from __future__ import annotations
+
+import logging
+import math
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..constants import BASELINE_CONDITION
+from ..results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
+from .plan import ArtifactEntry, ErrorRecord, ReplicateOutcome
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _ConditionFold:
+    """Columnar per-condition store: bounded overhead per value, not per outcome object."""
+
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    value_replicates: dict[str, array] = field(default_factory=dict)
+    finished: set[int] = field(default_factory=set)
+    errors: dict[int, ErrorRecord] = field(default_factory=dict)
+    seeds: dict[int, int | None] = field(default_factory=dict)
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
+    step_stats: dict[str, list[float]] = field(default_factory=dict)
+    cache_hits: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, outcome: ReplicateOutcome) -> None:
+        replicate = outcome.replicate
+        self.seeds[replicate] = outcome.seed
+        if outcome.error is not None:
+            self.errors[replicate] = outcome.error
+        else:
+            self.finished.add(replicate)
+            for name, items in outcome.metrics.items():
+                self.values.setdefault(name, []).extend(items)
+                self.value_replicates.setdefault(name, array("q")).extend([replicate] * len(items))
+        self.artifacts.extend(outcome.artifacts)
+        for record in outcome.steps:
+            stats = self.step_stats.setdefault(record.step, [0, 0, 0.0])
+            stats[0] += 1
+            stats[2] += record.seconds
+            if record.cache_hit:
+                stats[1] += 1
+                self.cache_hits.append((replicate, record.step))
+
+    def metrics(self) -> TreatmentMetrics:
+        """Values sorted by replicate (stable, so repeated values keep their order)."""
+        metrics: dict[str, list[Any]] = {}
+        replicates: dict[str, list[int]] = {}
+        for name, items in self.values.items():
+            reps = self.value_replicates[name]
+            order = sorted(range(len(items)), key=reps.__getitem__)
+            metrics[name] = [items[i] for i in order]
+            replicates[name] = [reps[i] for i in order]
+        return TreatmentMetrics(metrics=metrics, replicates=replicates)
+
+
+class RunFold:
+    """Accumulates outcomes of one run (or one optimize trial) in completion order."""
+
+    def __init__(self, conditions: Sequence[str]) -> None:
+        self.conditions = list(conditions)
+        self._folds = {name: _ConditionFold() for name in self.conditions}
+        self.completed = 0
+        self.failed = 0
+
+    def add_conditions(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name not in self._folds:
+                self.conditions.append(name)
+                self._folds[name] = _ConditionFold()
+
+    def failures(self, condition: str) -> int:
+        return len(self._folds[condition].errors)
+
+    def add(self, outcome: ReplicateOutcome) -> None:
+        self._folds[outcome.condition].add(outcome)
+        self.completed += 1
+        if outcome.error is not None:
+            self.failed += 1
+            if self.failed <= 5:
+                logger.warning("Replicate failed: %s", outcome.error)
+            elif self.failed == 6:
+                logger.warning("More replicates failed; see Result.errors for all of them.")
+
+    def condition_metrics(self, condition: str) -> TreatmentMetrics:
+        return self._folds[condition].metrics()
+
+    def mean(self, condition: str, metric: str) -> float:
+        """Mean of ``metric`` over the condition's successful replicates (NaN when none)."""
+        values = self._folds[condition].values.get(metric, [])
+        numbers = [float(v) for v in values]
+        return math.fsum(numbers) / len(numbers) if numbers else math.nan
+
+    def build_result(
+        self,
+        hypotheses: Iterable[Any],
+        replicates: int,
+        provenance: Mapping[str, Any],
+    ) -> Result:
+        per_condition = {name: fold.metrics() for name, fold in self._folds.items()}
+        baseline = per_condition.get(BASELINE_CONDITION, TreatmentMetrics(metrics={}))
+        treatments = {n: m for n, m in per_condition.items() if n != BASELINE_CONDITION}
+        hypothesis_results = [
+            self._verify(hyp, baseline, treatments, replicates) for hyp in hypotheses
+        ]
+        errors = {name: fold.errors for name, fold in self._folds.items() if fold.errors}
+        artifacts = {name: fold.artifacts for name, fold in self._folds.items() if fold.artifacts}
+        full_provenance = dict(provenance)
+        full_provenance["seeds"] = {
+            name: dict(sorted(fold.seeds.items())) for name, fold in self._folds.items()
+        }
+        full_provenance["steps"] = {
+            name: {
+                step: {"runs": int(s[0]), "cache_hits": int(s[1]), "seconds": s[2]}
+                for step, s in fold.step_stats.items()
+            }
+            for name, fold in self._folds.items()
+        }
+        full_provenance["cache_hits"] = {
+            name: fold.cache_hits for name, fold in self._folds.items() if fold.cache_hits
+        }
+        full_provenance["replicates_completed"] = {
+            name: len(fold.finished) for name, fold in self._folds.items()
+        }
+        full_provenance["replicates_failed"] = {name: len(fold.errors) for name, fold in self._folds.items()}
+        return Result(
+            metrics=ExperimentMetrics(baseline=baseline, treatments=treatments, hypotheses=hypothesis_results),
+            artifacts=artifacts,
+            errors=errors,
+            provenance=full_provenance,
+        )
+
+    def _verify(
+        self,
+        hyp: Any,
+        baseline: TreatmentMetrics,
+        treatments: Mapping[str, TreatmentMetrics],
+        replicates: int,
+    ) -> HypothesisResult:
+        results: dict[str, Any] = {}
+        dropped: dict[str, int] = {}
+        errors: dict[str, str] = {}
+        baseline_ok = self._folds.get(BASELINE_CONDITION, _ConditionFold()).finished
+        for name, tm in treatments.items():
+            paired = baseline_ok & self._folds[name].finished
+            dropped[name] = replicates - len(paired)
+            try:
+                results[name] = hyp.verify(
+                    _paired_samples(baseline, paired),
+                    _paired_samples(tm, paired),
+                    treatment_name=name,
+                )
+            except Exception as exc:  # noqa: BLE001 - one bad comparison must not hide the others
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                logger.warning("Hypothesis '%s' could not be verified for '%s': %s", hyp.name, name, exc)
+        ranking = hyp.rank_treatments(results)
+        if any(dropped.values()):
+            logger.info("Hypothesis '%s': pairs dropped because a side failed: %s", hyp.name, dropped)
+        return HypothesisResult(
+            name=hyp.name, results=results, ranking=ranking, dropped_pairs=dropped, errors=errors
+        )
+
+
+def _paired_samples(tm: TreatmentMetrics, paired: set[int]) -> dict[str, list[Any]]:
+    return {
+        name: [v for r, v in zip(tm.replicates[name], values) if r in paired]
+        for name, values in tm.metrics.items()
+    }

@@ -1,0 +1,285 @@
+"""The one worker-side entry point: run one replicate of one condition.
+
+Every executor (serial, thread, process, asyncio, Ray) ends up here, so a
+replicate behaves the same wherever it runs. The replicate is written once, as a
+generator that yields awaitables; a sync driver runs them on a private event loop,
+an async driver awaits them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..cache import CacheEntry, StepCache, cache_key
+from ..constants import CONDITION_KEY, REPLICATE_KEY, SEED_USED_KEY
+from ..context import FrozenContext
+from ..errors import CacheError, PipelineExecutionError
+from ..seeding import seed_standard_generators
+from .plan import ArtifactEntry, Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec, StepRecord
+
+logger = logging.getLogger(__name__)
+
+NO_DATA: Any = object()
+_HOOKS = ("before_replicate", "before_step", "after_step")
+
+
+def unpack_step_output(output: Any) -> tuple[Any, Mapping[str, Any] | None]:
+    """A step may return ``(data, {metric: value})``; anything else is just data."""
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], Mapping):
+        return output[0], output[1]
+    return output, None
+
+
+@dataclass
+class PreparedSpec:
+    """A spec with what every replicate needs precomputed once per process."""
+
+    spec: RunSpec
+    cache: StepCache | None
+    before_replicate: list[Any]
+    before_step: list[Any]
+    after_step: list[Any]
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> PreparedSpec:
+        from ..plugins.base import BasePlugin
+
+        hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        for plugin in spec.plugins:
+            for name in _HOOKS:
+                if getattr(type(plugin), name, None) is not getattr(BasePlugin, name):
+                    hooks[name].append(plugin)
+        cache = StepCache(spec.cache_root) if spec.cache_root else None
+        return cls(spec=spec, cache=cache, **hooks)
+
+
+def replicate_program(
+    prepared: PreparedSpec,
+    conditions: Conditions,
+    task: ReplicateTask,
+    *,
+    data: Any = NO_DATA,
+    stop_after: int | None = None,
+    raise_errors: bool = False,
+    seed_override: int | None = None,
+) -> Generator[Awaitable[Any], Any, tuple[ReplicateOutcome, Any]]:
+    """Run one replicate; yields awaitables for async steps; returns (outcome, final data)."""
+    spec = prepared.spec
+    started = time.perf_counter()
+    seed = seed_override if seed_override is not None else spec.seeding.seed_for(task.replicate)
+    step_records: list[StepRecord] = []
+    stage = "context"
+    ctx: FrozenContext | None = None
+    try:
+        treatment = conditions[task.condition]
+        initial = dict(spec.initial_ctx)
+        if treatment is not None and treatment.is_mapping:
+            initial.update(treatment.apply_map)
+        initial[REPLICATE_KEY] = task.replicate
+        initial[CONDITION_KEY] = task.condition
+        initial[SEED_USED_KEY] = seed
+        ctx = FrozenContext(initial)
+        if treatment is not None and not treatment.is_mapping:
+            stage = f"treatment:{treatment.name}"
+            treatment.apply(ctx)
+        stage = "seed"
+        if seed is not None:
+            (spec.seeding.seed_fn or seed_standard_generators)(seed)
+        stage = "before_replicate"
+        for plugin in prepared.before_replicate:
+            plugin.before_replicate(spec, ctx)
+        if data is NO_DATA:
+            stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
+            data = spec.datasource.fetch(ctx)
+            if inspect.isawaitable(data):
+                data = yield data
+        steps = spec.pipeline.steps
+        last = len(steps) - 1 if stop_after is None else stop_after
+        for index, step in enumerate(steps):
+            if index > last:
+                break
+            stage = step.name
+            for plugin in prepared.before_step:
+                plugin.before_step(spec, step)
+            step_started = time.perf_counter()
+            hit = False
+            if step.cacheable and prepared.cache is not None:
+                data, hit = yield from _run_cached(prepared.cache, step, data, ctx)
+            else:
+                output = step(data, ctx)
+                if inspect.isawaitable(output):
+                    output = yield output
+                data, metrics = unpack_step_output(output)
+                if metrics:
+                    for name, value in metrics.items():
+                        ctx.metrics.add(name, value)
+            for record in ctx.artifacts.unassigned():
+                record.step_name = step.name
+            for plugin in prepared.after_step:
+                plugin.after_step(spec, step, data, ctx)
+            step_records.append(StepRecord(step.name, time.perf_counter() - step_started, hit))
+    except Exception as exc:  # noqa: BLE001 - a failed replicate is recorded, not fatal
+        if raise_errors:
+            raise PipelineExecutionError(
+                stage, exc, condition=task.condition, replicate=task.replicate, experiment=spec.name
+            ) from exc
+        error = ErrorRecord(
+            stage=stage,
+            exception_type=type(exc).__name__,
+            message=str(exc),
+            traceback=traceback.format_exc(),
+            condition=task.condition,
+            replicate=task.replicate,
+        )
+        logger.debug("replicate failed: %s", error)
+        outcome = ReplicateOutcome(
+            condition=task.condition,
+            replicate=task.replicate,
+            seed=seed,
+            metrics=ctx.metrics.snapshot() if ctx is not None else {},
+            steps=step_records,
+            artifacts=_manifest(ctx),
+            error=error,
+            seconds=time.perf_counter() - started,
+        )
+        return outcome, None
+    outcome = ReplicateOutcome(
+        condition=task.condition,
+        replicate=task.replicate,
+        seed=seed,
+        metrics=ctx.metrics.snapshot(),
+        steps=step_records,
+        artifacts=_manifest(ctx),
+        seconds=time.perf_counter() - started,
+    )
+    return outcome, data
+
+
+def _run_cached(
+    cache: StepCache, step: Any, data: Any, ctx: FrozenContext
+) -> Generator[Awaitable[Any], Any, tuple[Any, bool]]:
+    try:
+        key = cache_key(step, data, ctx)
+    except CacheError as exc:
+        logger.warning("%s; running it without the cache.", exc)
+        key = None
+    entry = cache.load(step, key) if key is not None else None
+    if entry is not None:
+        for name, values in entry.metrics.items():
+            for value in values:
+                ctx.metrics.add(name, value)
+        for name, blob in entry.artifacts:
+            ctx.artifacts.add(name, blob)
+        return entry.data, True
+    before = {name: len(ctx.metrics[name]) for name in ctx.metrics}
+    already = len(ctx.artifacts)
+    output = step(data, ctx)
+    if inspect.isawaitable(output):
+        output = yield output
+    data, metrics = unpack_step_output(output)
+    if metrics:
+        for name, value in metrics.items():
+            ctx.metrics.add(name, value)
+    if key is not None:
+        added = {
+            name: list(ctx.metrics[name][before.get(name, 0) :])
+            for name in ctx.metrics
+            if len(ctx.metrics[name]) > before.get(name, 0)
+        }
+        artifacts = [(r.name, r.data) for r in ctx.artifacts.records[already:]]
+        try:
+            cache.save(step, key, CacheEntry(data=data, metrics=added, artifacts=artifacts))
+        except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
+            logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
+    return data, False
+
+
+def _manifest(ctx: FrozenContext | None) -> list[ArtifactEntry]:
+    if ctx is None or not len(ctx.artifacts):
+        return []
+    return [
+        ArtifactEntry(
+            step=record.step_name or "",
+            name=record.name,
+            size=len(record.data),
+            checksum=hashlib.sha256(record.data).hexdigest(),
+            path=getattr(record, "path", None),
+        )
+        for record in ctx.artifacts
+    ]
+
+
+_LOOPS = threading.local()
+
+
+def run_awaitable(awaitable: Awaitable[Any]) -> Any:
+    """Run an awaitable to completion from sync code, on a per-thread private loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = getattr(_LOOPS, "loop", None)
+        if loop is None or loop.is_closed():
+            loop = asyncio.new_event_loop()
+            _LOOPS.loop = loop
+        return loop.run_until_complete(awaitable)
+    # Called from inside a running loop (a notebook): finish it on a helper thread.
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(_as_coroutine(awaitable)))
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    worker = threading.Thread(target=target, name="crystallize-await")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def drive(program: Generator[Awaitable[Any], Any, Any]) -> Any:
+    """Run a replicate program synchronously."""
+    try:
+        awaitable = next(program)
+        while True:
+            awaitable = program.send(run_awaitable(awaitable))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def drive_async(program: Generator[Awaitable[Any], Any, Any]) -> Any:
+    """Run a replicate program inside an event loop, awaiting its async steps."""
+    try:
+        awaitable = next(program)
+        while True:
+            awaitable = program.send(await awaitable)
+    except StopIteration as stop:
+        return stop.value
+
+
+def run_replicate(prepared: PreparedSpec, conditions: Conditions, task: ReplicateTask) -> ReplicateOutcome:
+    outcome, _ = drive(replicate_program(prepared, conditions, task))
+    return outcome
+
+
+def run_tasks(
+    prepared: PreparedSpec, conditions: Conditions, tasks: Sequence[ReplicateTask]
+) -> list[ReplicateOutcome]:
+    """Run a batch of tasks in order; the unit executors ship to a worker."""
+    return [run_replicate(prepared, conditions, ReplicateTask(*task)) for task in tasks]

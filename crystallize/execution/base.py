@@ -1,0 +1,55 @@
+"""The executor contract, the only thing a new backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ..engine.plan import Conditions, ReplicateOutcome, ReplicateTask, RunSpec
+
+
+class Executor(ABC):
+    """Runs replicate tasks somewhere and hands back their outcomes.
+
+    Contract:
+
+    * ``start(spec)`` is called once per run (once per ``optimize()``) before any
+      ``map``; ship the spec to workers here, not per task.
+    * ``map(tasks, conditions)`` runs every task exactly once in the result (retries
+      are the executor's business) and yields one :class:`ReplicateOutcome` per
+      task, in completion order, as soon as each is known. A task that fails
+      yields an outcome with ``error`` set; ``map`` raises only when the executor
+      itself breaks. ``conditions`` maps condition names to treatments (``None``
+      for the baseline) and is small; ship it once per call.
+    * Workers call :func:`crystallize.engine.replicate.run_tasks` (or the
+      generator under it): results must not depend on which worker ran a task.
+    * ``stop()`` releases workers; it is called even when ``map`` raised or the
+      consumer stopped early (KeyboardInterrupt), and must cancel pending work.
+    """
+
+    name: str = "executor"
+
+    def parallelism(self) -> int:
+        """How many replicates can run at once (optimizers size their batches by it)."""
+        return 1
+
+    def start(self, spec: RunSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
+        """Yield one outcome per task, in completion order."""
+
+    def stop(self) -> None:
+        """Release workers and cancel pending work."""
+
+    def describe(self) -> dict[str, Any]:
+        """Recorded in provenance."""
+        return {"executor": self.name, "parallelism": self.parallelism()}
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

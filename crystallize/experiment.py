@@ -1,0 +1,354 @@
+"""``Experiment``: validate, run, optimize, apply. Orchestration only; the engine does the work."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .constants import BASELINE_CONDITION
+from .datasource import DataSource
+from .engine.driver import RunSession, setup_steps
+from .engine.fold import RunFold
+from .engine.plan import ReplicateTask, RunSpec
+from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
+from .errors import ValidationError
+from .hashing import stable_hash
+from .hypothesis import Hypothesis
+from .paths import check_segment
+from .pipeline import Pipeline
+from .plugins.artifacts import ArtifactPlugin
+from .plugins.base import BasePlugin
+from .plugins.execution import ExecutionPlugin, LegacyLoopExecutor, SerialExecution, overrides_loop
+from .plugins.logging_plugin import LoggingPlugin
+from .plugins.seed import SeedPlugin
+from .results import Result
+from .treatment import Treatment
+
+if TYPE_CHECKING:
+    from .builder import ExperimentBuilder
+    from .execution.base import Executor
+    from .optimizers import BaseOptimizer
+
+logger = logging.getLogger(__name__)
+
+_DEFAULT_PLUGINS = (ArtifactPlugin, SeedPlugin, LoggingPlugin)
+
+
+class Experiment:
+    """A datasource, a pipeline, the conditions to compare and how many replicates of each."""
+
+    def __init__(
+        self,
+        datasource: DataSource,
+        pipeline: Pipeline,
+        plugins: Sequence[BasePlugin] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        initial_ctx: Mapping[str, Any] | None = None,
+        outputs: Sequence[Any] | None = None,
+        treatments: Sequence[Treatment] | None = None,
+        hypotheses: Sequence[Hypothesis] | None = None,
+        replicates: int = 1,
+    ) -> None:
+        self.datasource = datasource
+        self.pipeline = pipeline
+        self.name = name
+        self.description = description
+        self.initial_ctx: dict[str, Any] = dict(initial_ctx or {})
+        self.outputs: dict[str, Any] = {getattr(a, "name", str(i)): a for i, a in enumerate(outputs or [])}
+        self.treatments: list[Treatment] = list(treatments or [])
+        self.hypotheses: list[Hypothesis] = list(hypotheses or [])
+        self.replicates = replicates
+        self.plugins: list[BasePlugin] = _with_defaults(list(plugins or []))
+        self.last_optimization: Result | None = None
+        for output in self.outputs.values():
+            if hasattr(output, "_attach_producer"):
+                output._attach_producer(self)
+        for plugin in self.plugins:
+            plugin.init_hook(self)
+
+    @classmethod
+    def builder(cls, name: str | None = None) -> ExperimentBuilder:
+        from .builder import ExperimentBuilder
+
+        return ExperimentBuilder(name)
+
+    @property
+    def id(self) -> str:
+        """The folder name of this experiment's runs: its name, else a digest of its pipeline."""
+        if self.name:
+            return self.name
+        return "experiment_" + stable_hash(self.pipeline.fingerprint)[:10]
+
+    def get_plugin(self, plugin_class: type) -> Any:
+        return next((p for p in self.plugins if isinstance(p, plugin_class)), None)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> None:
+        """Raise :class:`ValidationError` saying what is wrong, before any replicate runs."""
+        if not isinstance(self.datasource, DataSource):
+            hint = " (did you pass the factory instead of calling it, as in numbers()?)" if callable(self.datasource) else ""
+            raise ValidationError(f"datasource must be a DataSource, got {type(self.datasource).__name__}{hint}")
+        if not isinstance(self.pipeline, Pipeline):
+            raise ValidationError(f"pipeline must be a Pipeline, got {type(self.pipeline).__name__}")
+        if not self.pipeline.steps:
+            raise ValidationError("the pipeline has no steps; add at least one")
+        if self.name is not None:
+            check_segment(self.name, "experiment name")
+        _check_replicates(self.replicates, "replicates")
+        _check_treatments(self.treatments)
+        _check_hypotheses(self.hypotheses)
+
+    # ------------------------------------------------------------------ run
+
+    def run(
+        self,
+        *,
+        treatments: Sequence[Treatment] | None = None,
+        hypotheses: Sequence[Hypothesis] | None = None,
+        replicates: int | None = None,
+        strategy: str | None = None,
+    ) -> Result:
+        """Run baseline and every treatment for ``replicates`` replicates, then verify hypotheses."""
+        self.validate()
+        treatments = self.treatments if treatments is None else [_as_treatment(t) for t in treatments]
+        hypotheses = self.hypotheses if hypotheses is None else list(hypotheses)
+        replicates = self.replicates if replicates is None else replicates
+        _check_replicates(replicates, "replicates")
+        _check_treatments(treatments)
+        _check_hypotheses(hypotheses)
+        if hypotheses and not treatments:
+            raise ValidationError("hypotheses compare treatments with the baseline; add at least one treatment")
+        if strategy not in (None, "rerun"):
+            raise ValidationError(f"unknown strategy {strategy!r}; use 'rerun'")
+        conditions: dict[str, Treatment | None] = {BASELINE_CONDITION: None}
+        conditions.update({t.name: t for t in treatments})
+        tasks = [ReplicateTask(c, r) for r in range(replicates) for c in conditions]
+        with self._session("run", replicates) as session:
+            fold = RunFold(list(conditions))
+            session.execute(tasks, conditions, fold)
+            result = fold.build_result(hypotheses, replicates, session.provenance(list(conditions), conditions))
+            self._after_run(result)
+        return result
+
+    async def arun(self, **kwargs: Any) -> Result:
+        """``await experiment.arun(...)`` from async code (a notebook); same as ``run``."""
+        return await asyncio.to_thread(self.run, **kwargs)
+
+    # ------------------------------------------------------------------ optimize
+
+    def optimize(
+        self,
+        optimizer: BaseOptimizer,
+        num_trials: int,
+        replicates_per_trial: int = 1,
+    ) -> Treatment:
+        """Ask → run the asked treatments × ``replicates_per_trial`` → tell, ``num_trials`` times.
+
+        All treatments of one ask run side by side. Trials reuse replicate indices
+        0..replicates_per_trial-1, so every candidate sees the same seeds.
+        """
+        self.validate()
+        _check_replicates(num_trials, "num_trials")
+        _check_replicates(replicates_per_trial, "replicates_per_trial")
+        metric = optimizer.objective.metric
+        all_conditions: dict[str, Treatment | None] = {}
+        with self._session("optimize", replicates_per_trial) as session:
+            optimizer.set_parallelism(session.parallelism)
+            fold = RunFold([])
+            for trial in range(num_trials):
+                asked = [_as_treatment(t) for t in optimizer.ask()]
+                if not asked:
+                    logger.info("optimizer has no more candidates after %d trial(s)", trial)
+                    break
+                conditions: dict[str, Treatment] = {}
+                for treatment in asked:
+                    key = treatment.name
+                    if key in all_conditions or key in conditions or key == BASELINE_CONDITION:
+                        key = f"{treatment.name}~trial{trial}"
+                    check_segment(key, "treatment name")
+                    conditions[key] = treatment
+                fold.add_conditions(list(conditions))
+                all_conditions.update(conditions)
+                tasks = [ReplicateTask(c, r) for r in range(replicates_per_trial) for c in conditions]
+                session.execute(tasks, conditions, fold, label=f"trial {trial + 1}/{num_trials}")
+                means = {t.name: fold.mean(key, metric) for key, t in conditions.items()}
+                for key, t in conditions.items():
+                    if means[t.name] != means[t.name]:
+                        logger.warning(
+                            "trial %d: treatment '%s' recorded no '%s' (failed replicates: %d); its score is NaN",
+                            trial + 1, t.name, metric, fold.failures(key),
+                        )
+                optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
+            result = fold.build_result([], replicates_per_trial, session.provenance(list(all_conditions), all_conditions))
+            self._after_run(result)
+        self.last_optimization = result
+        return optimizer.get_best_treatment()
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(
+        self,
+        treatment: Treatment | str | None = None,
+        *,
+        data: Any = NO_DATA,
+        seed: int | None = None,
+    ) -> Any:
+        """Run the pipeline once (up to the first ``exit_step``) and return its output.
+
+        Step setup/teardown and the per-replicate plugin hooks run; nothing is
+        stored as a run, so earlier runs' records stay as they were.
+        """
+        self.validate()
+        chosen = self._resolve_treatment(treatment)
+        condition = chosen.name if chosen is not None else BASELINE_CONDITION
+        seed_plugin = self.get_plugin(SeedPlugin)
+        with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
+            spec = RunSpec(
+                name=self.id,
+                datasource=self.datasource,
+                pipeline=self.pipeline,
+                initial_ctx=dict(setup_ctx.as_dict()),
+                plugins=tuple(self._observer_plugins()),
+                seeding=seed_plugin.config(),
+                replicates=1,
+                cache_root=_cache_root(),
+                mode="apply",
+                description=self.description,
+            )
+            program = replicate_program(
+                PreparedSpec.of(spec),
+                {condition: chosen},
+                ReplicateTask(condition, 0),
+                data=data,
+                stop_after=self.pipeline.exit_index(),
+                raise_errors=True,
+                seed_override=seed,
+            )
+            _, output = drive(program)
+        return output
+
+    # ------------------------------------------------------------------ internals
+
+    def _resolve_treatment(self, treatment: Treatment | str | None) -> Treatment | None:
+        if treatment is None or isinstance(treatment, Treatment):
+            return treatment
+        if isinstance(treatment, str):
+            for known in self.treatments:
+                if known.name == treatment:
+                    return known
+            raise ValidationError(
+                f"no treatment named {treatment!r}; known: {[t.name for t in self.treatments]}"
+            )
+        return _as_treatment(treatment)
+
+    def _observer_plugins(self) -> list[BasePlugin]:
+        return [p for p in self.plugins if not isinstance(p, ExecutionPlugin) and not overrides_loop(p)]
+
+    def _executor(self) -> tuple[Executor, bool | None]:
+        chosen: BasePlugin | None = None
+        for plugin in self.plugins:
+            if isinstance(plugin, ExecutionPlugin) or overrides_loop(plugin):
+                chosen = plugin
+        if isinstance(chosen, ExecutionPlugin):
+            return chosen.create_executor(), chosen.progress
+        if chosen is not None:
+            return LegacyLoopExecutor(chosen), getattr(chosen, "progress", False)
+        return SerialExecution().create_executor(), None
+
+    def _session(self, mode: str, replicates: int) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def session() -> Any:
+            for plugin in self.plugins:
+                plugin.before_run(self)
+            artifact_plugin = self.get_plugin(ArtifactPlugin)
+            with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
+                spec = RunSpec(
+                    name=self.id,
+                    datasource=self.datasource,
+                    pipeline=self.pipeline,
+                    initial_ctx=dict(setup_ctx.as_dict()),
+                    plugins=tuple(self._observer_plugins()),
+                    seeding=self.get_plugin(SeedPlugin).config(),
+                    replicates=replicates,
+                    cache_root=_cache_root(),
+                    mode=mode,
+                    version=getattr(artifact_plugin, "version", None),
+                    description=self.description,
+                )
+                executor, progress = self._executor()
+                executor.start(spec)
+                try:
+                    yield RunSession(self, spec, executor, progress)
+                finally:
+                    executor.stop()
+
+        return session()
+
+    def _after_run(self, result: Result) -> None:
+        for plugin in self.plugins:
+            plugin.after_run(self, result)
+
+    def __repr__(self) -> str:
+        return (
+            f"Experiment({self.id!r}, steps={self.pipeline.signature()!r}, "
+            f"treatments={[t.name for t in self.treatments]}, replicates={self.replicates})"
+        )
+
+
+def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
+    for plugin in plugins:
+        if not isinstance(plugin, BasePlugin):
+            raise ValidationError(f"plugins must be BasePlugin instances, got {type(plugin).__name__}")
+    missing = [cls() for cls in _DEFAULT_PLUGINS if not any(isinstance(p, cls) for p in plugins)]
+    return [*missing, *plugins]
+
+
+def _cache_root() -> str:
+    import os
+
+    from .cache import default_cache_root
+
+    return os.path.abspath(default_cache_root())
+
+
+def _as_treatment(value: Any) -> Treatment:
+    if isinstance(value, Treatment):
+        return value
+    raise ValidationError(f"expected a Treatment, got {type(value).__name__}")
+
+
+def _check_replicates(value: Any, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _check_treatments(treatments: Iterable[Any]) -> None:
+    seen: set[str] = set()
+    for treatment in treatments:
+        if not isinstance(treatment, Treatment):
+            raise ValidationError(f"treatments must be Treatment objects, got {type(treatment).__name__}")
+        if treatment.name == BASELINE_CONDITION:
+            raise ValidationError(f"'{BASELINE_CONDITION}' is reserved; give the treatment another name")
+        if treatment.name in seen:
+            raise ValidationError(f"two treatments are named '{treatment.name}'; names must be unique")
+        check_segment(treatment.name, "treatment name")
+        seen.add(treatment.name)
+
+
+def _check_hypotheses(hypotheses: Iterable[Any]) -> None:
+    seen: set[str] = set()
+    for hyp in hypotheses:
+        if not isinstance(hyp, Hypothesis):
+            raise ValidationError(
+                f"hypotheses must be Hypothesis objects (made with @hypothesis), got {type(hyp).__name__}"
+            )
+        if hyp.name in seen:
+            raise ValidationError(f"two hypotheses are named '{hyp.name}'; names must be unique")
+        seen.add(hyp.name)

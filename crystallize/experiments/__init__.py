@@ -1,0 +1,21 @@
+"""Upstream-style ``crystallize.experiments`` paths (re-exports)."""
+
+from crystallize.experiment import Experiment
+from crystallize.hypothesis import Hypothesis
+from crystallize.optimizers import BaseOptimizer, GridSearchOptimizer, Objective, RandomSearchOptimizer
+from crystallize.results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
+from crystallize.treatment import Treatment
+
+__all__ = [
+    "BaseOptimizer",
+    "Experiment",
+    "ExperimentMetrics",
+    "GridSearchOptimizer",
+    "Hypothesis",
+    "HypothesisResult",
+    "Objective",
+    "RandomSearchOptimizer",
+    "Result",
+    "Treatment",
+    "TreatmentMetrics",
+]

@@ -1,0 +1,82 @@
+"""Hypotheses: a statistical verifier per treatment, and a ranking across treatments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+from .errors import MissingMetricError
+
+MetricSpec = Union[str, Sequence[str], Sequence[Sequence[str]], None]
+Verifier = Callable[[Mapping[str, Sequence[Any]], Mapping[str, Sequence[Any]]], Mapping[str, Any]]
+
+
+def rank_by_p_value(result: Mapping[str, Any]) -> float:
+    """Default ranker: lower p-value ranks first."""
+    return float(result.get("p_value", 1.0))
+
+
+class Hypothesis:
+    """Runs ``verifier(baseline_samples, treatment_samples)`` for every treatment and ranks them.
+
+    ``metrics`` is one name, a list of names (one verifier call sees them all), or a
+    list of lists (one verifier call per group; the result is then a list).
+    """
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        metrics: MetricSpec = None,
+        ranker: Callable[[Any], float] | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.metrics_spec = metrics
+        self.ranker = ranker or rank_by_p_value
+        self.name = name or getattr(ranker, "__name__", None) or "hypothesis"
+
+    def metric_groups(self, available: Sequence[str]) -> list[list[str]]:
+        spec = self.metrics_spec
+        if spec is None:
+            return [list(available)]
+        if isinstance(spec, str):
+            return [[spec]]
+        spec = list(spec)
+        if spec and all(isinstance(g, Sequence) and not isinstance(g, (str, bytes)) for g in spec):
+            return [list(g) for g in spec]
+        return [list(spec)]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return sorted({m for group in self.metric_groups([]) for m in group})
+
+    def verify(
+        self,
+        baseline_metrics: Mapping[str, Sequence[Any]],
+        treatment_metrics: Mapping[str, Sequence[Any]],
+        *,
+        treatment_name: str | None = None,
+    ) -> Any:
+        """The verifier's output; a list of outputs when there are several metric groups."""
+        outputs = []
+        for group in self.metric_groups(list(baseline_metrics)):
+            baseline: dict[str, Sequence[Any]] = {}
+            treatment: dict[str, Sequence[Any]] = {}
+            for metric in group:
+                if metric not in baseline_metrics:
+                    raise MissingMetricError(metric, "baseline")
+                if metric not in treatment_metrics:
+                    raise MissingMetricError(metric, treatment_name)
+                baseline[metric] = baseline_metrics[metric]
+                treatment[metric] = treatment_metrics[metric]
+            outputs.append(self.verifier(baseline, treatment))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def rank_treatments(self, verifier_results: Mapping[str, Any]) -> dict[str, Any]:
+        """``{"best": name, "ranked": [(name, score), ...]}``, lowest score first."""
+        scores = {name: self.ranker(result) for name, result in verifier_results.items()}
+        ranked = sorted(scores.items(), key=lambda item: item[1])
+        return {"best": ranked[0][0] if ranked else None, "ranked": ranked}
+
+    def __repr__(self) -> str:
+        return f"Hypothesis({self.name!r}, metrics={self.metrics_spec!r})"

@@ -1,0 +1,125 @@
+"""Binding a user function's parameters: explicit values, then the context, then defaults.
+
+Steps and datasources are written as plain functions; this module decides which
+parameter is the data, which is the context, and where every other value comes from.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True)
+class CallSignature:
+    """What a function expects: a data slot, a context slot, and injectable parameters."""
+
+    qualname: str
+    data_param: str | None
+    ctx_param: str | None
+    injectable: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    is_async: bool
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], *, takes_data: bool) -> CallSignature:
+        signature = inspect.signature(fn)
+        data_param = ctx_param = None
+        injectable: list[str] = []
+        defaults: dict[str, Any] = {}
+        for param in signature.parameters.values():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                continue
+            if ctx_param is None and _is_ctx_param(param):
+                ctx_param = param.name
+            elif (
+                takes_data
+                and data_param is None
+                and param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD)
+                and not injectable
+            ):
+                data_param = param.name
+            else:
+                injectable.append(param.name)
+                if param.default is not _EMPTY:
+                    defaults[param.name] = param.default
+        return cls(
+            qualname=getattr(fn, "__qualname__", repr(fn)),
+            data_param=data_param,
+            ctx_param=ctx_param,
+            injectable=tuple(injectable),
+            defaults=defaults,
+            is_async=inspect.iscoroutinefunction(fn),
+        )
+
+    def check_explicit(self, explicit: Mapping[str, Any], owner: str) -> None:
+        """Reject parameters the function does not have, naming them."""
+        unknown = sorted(set(explicit) - set(self.injectable))
+        if unknown:
+            raise TypeError(
+                f"{owner}() got unexpected parameter(s) {', '.join(map(repr, unknown))}; "
+                f"it accepts {', '.join(map(repr, self.injectable)) or 'no parameters'}."
+            )
+
+    def resolve(self, explicit: Mapping[str, Any], ctx: Any, owner: str) -> dict[str, Any]:
+        """Values for every injectable parameter; a missing one raises ``TypeError`` naming it."""
+        values: dict[str, Any] = {}
+        missing: list[str] = []
+        for name in self.injectable:
+            if name in explicit:
+                values[name] = explicit[name]
+            elif ctx is not None and name in ctx:
+                values[name] = ctx[name]
+            elif name in self.defaults:
+                values[name] = self.defaults[name]
+            else:
+                missing.append(name)
+        if missing:
+            raise TypeError(
+                f"{owner}: no value for parameter(s) {', '.join(map(repr, missing))}; "
+                "pass them when creating the step, add them to initial_ctx, or set them with a treatment."
+            )
+        return values
+
+    def context_sourced(self, explicit: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
+        """The injected values that came from the context (they belong in a cache key)."""
+        return {
+            name: ctx[name]
+            for name in self.injectable
+            if name not in explicit and ctx is not None and name in ctx
+        }
+
+    def call(self, fn: Callable[..., Any], data: Any, ctx: Any, kwargs: dict[str, Any]) -> Any:
+        if self.data_param is not None:
+            kwargs[self.data_param] = data
+        if self.ctx_param is not None:
+            kwargs[self.ctx_param] = ctx
+        return fn(**kwargs)
+
+
+def _is_ctx_param(param: inspect.Parameter) -> bool:
+    if param.name in ("ctx", "context"):
+        return True
+    annotation = param.annotation
+    if annotation is _EMPTY:
+        return False
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return "FrozenContext" in str(text)
+
+
+def inject_from_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator for plain helpers called as ``fn(data, ctx)``: fills other parameters from ``ctx``."""
+    signature = CallSignature.of(fn, takes_data=True)
+
+    def wrapper(data: Any, ctx: Any, **explicit: Any) -> Any:
+        kwargs = signature.resolve(explicit, ctx, signature.qualname)
+        return signature.call(fn, data, ctx, kwargs)
+
+    wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
+    wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+    wrapper.__qualname__ = getattr(fn, "__qualname__", "wrapper")
+    return wrapper

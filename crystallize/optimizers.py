@@ -1,0 +1,184 @@
+"""Ask/tell search over treatments, with built-in grid and random search.
+
+The experiment runs every treatment of one ``ask()`` side by side (times
+``replicates_per_trial``), then calls ``tell()`` with the mean objective per
+treatment: ``{objective.metric: mean}`` when one treatment was asked, else
+``{treatment.name: mean}``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .treatment import Treatment
+
+_DIRECTIONS = ("minimize", "maximize")
+
+@dataclass
+class Objective:
+    """Which metric to optimise (its mean over replicates) and in which direction."""
+
+    metric: str
+    direction: str = "minimize"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metric, str):
+            raise TypeError("Objective.metric must be one metric name (multi-objective search is not supported)")
+        if self.direction not in _DIRECTIONS:
+            raise ValueError(f"Objective.direction must be 'minimize' or 'maximize', got {self.direction!r}")
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether ``a`` beats ``b``; NaN never wins."""
+        if math.isnan(a):
+            return False
+        if math.isnan(b):
+            return True
+        return a < b if self.direction == "minimize" else a > b
+
+class BaseOptimizer(ABC):
+    """Strategy contract: ``ask`` proposes treatments, ``tell`` receives their scores."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
+
+    @abstractmethod
+    def ask(self) -> list[Treatment]:
+        """Treatments for the next trial; an empty list ends the search early."""
+
+    @abstractmethod
+    def tell(self, objective_values: dict[str, float]) -> None:
+        """Scores of the treatments from the last ``ask``."""
+
+    @abstractmethod
+    def get_best_treatment(self) -> Treatment:
+        """The best treatment seen so far."""
+
+    def set_parallelism(self, workers: int) -> None:
+        """Told by the experiment how many replicates can run at once; built-ins size batches by it."""
+
+class _BatchedOptimizer(BaseOptimizer):
+    """Shared bookkeeping for the built-ins: batches of candidates, best-so-far."""
+
+    def __init__(self, objective: Objective, batch_size: int | None, name_prefix: str) -> None:
+        super().__init__(objective)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self._parallel_hint = 1
+        self._name_prefix = name_prefix
+        self._issued = 0
+        self._pending: list[Treatment] = []
+        self.history: list[tuple[Treatment, float]] = []
+
+    def set_parallelism(self, workers: int) -> None:
+        self._parallel_hint = max(1, int(workers))
+
+    def _batch(self) -> int:
+        return self.batch_size or self._parallel_hint
+
+    def _make_treatment(self, params: Mapping[str, Any]) -> Treatment:
+        treatment = Treatment(f"{self._name_prefix}_{self._issued}", dict(params))
+        self._issued += 1
+        return treatment
+
+    def tell(self, objective_values: dict[str, float]) -> None:
+        if not self._pending:
+            raise RuntimeError("tell() called without a preceding ask()")
+        if len(self._pending) == 1 and self.objective.metric in objective_values:
+            scores = {self._pending[0].name: objective_values[self.objective.metric]}
+        else:
+            scores = objective_values
+        for treatment in self._pending:
+            if treatment.name in scores:
+                self.history.append((treatment, float(scores[treatment.name])))
+        self._pending = []
+
+    def get_best_treatment(self) -> Treatment:
+        if not self.history:
+            raise RuntimeError("no trial has been scored yet; run optimize() first")
+        best, best_score = self.history[0]
+        for treatment, score in self.history[1:]:
+            if self.objective.better(score, best_score):
+                best, best_score = treatment, score
+        return best
+
+class GridSearchOptimizer(_BatchedOptimizer):
+    """Every combination of ``param_grid``, in order, ``batch_size`` at a time."""
+
+    def __init__(
+        self,
+        param_grid: Mapping[str, Sequence[Any]],
+        objective: Objective,
+        *,
+        batch_size: int | None = None,
+    ) -> None:
+        super().__init__(objective, batch_size, "grid")
+        if not param_grid:
+            raise ValueError("param_grid must name at least one parameter")
+        keys = list(param_grid)
+        self._combinations = [dict(zip(keys, values)) for values in itertools.product(*param_grid.values())]
+        self._cursor = 0
+
+    def __len__(self) -> int:
+        return len(self._combinations)
+
+    def ask(self) -> list[Treatment]:
+        chunk = self._combinations[self._cursor : self._cursor + self._batch()]
+        self._cursor += len(chunk)
+        self._pending = [self._make_treatment(params) for params in chunk]
+        return list(self._pending)
+
+class RandomSearchOptimizer(_BatchedOptimizer):
+    """Samples from ``space``: a list is a choice, a ``(low, high)`` tuple a uniform range
+    (integers if both ends are ints), a callable ``f(rng)`` anything else."""
+
+    def __init__(
+        self,
+        space: Mapping[str, Any],
+        objective: Objective,
+        *,
+        num_samples: int | None = None,
+        batch_size: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(objective, batch_size, "random")
+        if not space:
+            raise ValueError("space must name at least one parameter")
+        self.space = dict(space)
+        self.num_samples = num_samples
+        self._rng = random.Random(seed)
+
+    def _sample(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for key, domain in self.space.items():
+            params[key] = _sample_domain(key, domain, self._rng)
+        return params
+
+    def ask(self) -> list[Treatment]:
+        count = self._batch()
+        if self.num_samples is not None:
+            count = min(count, self.num_samples - self._issued)
+        self._pending = [self._make_treatment(self._sample()) for _ in range(max(0, count))]
+        return list(self._pending)
+
+def _sample_domain(key: str, domain: Any, rng: random.Random) -> Any:
+    if callable(domain):
+        return domain(rng)
+    if isinstance(domain, tuple) and len(domain) == 2:
+        low, high = domain
+        if isinstance(low, int) and isinstance(high, int):
+            return rng.randint(low, high)
+        return rng.uniform(float(low), float(high))
+    if isinstance(domain, Sequence) and not isinstance(domain, str) and len(domain) > 0:
+        return rng.choice(list(domain))
+    raise ValueError(
+        f"search space entry '{key}' must be a non-empty list, a (low, high) tuple or a callable(rng)"
+    )
+
+OptimizerFactory = Callable[[], BaseOptimizer]

@@ -1,0 +1,58 @@
+"""An ordered list of steps; the engine runs it once per replicate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .errors import ValidationError
+from .hashing import stable_hash
+from .steps import PipelineStep
+
+
+class Pipeline:
+    """The steps every replicate runs, in order."""
+
+    def __init__(self, steps: Iterable[PipelineStep]) -> None:
+        self.steps: list[PipelineStep] = list(steps)
+        for index, step in enumerate(self.steps):
+            if not isinstance(step, PipelineStep):
+                hint = " (did you forget the parentheses, as in add_delta()?)" if callable(step) else ""
+                raise ValidationError(
+                    f"Pipeline step {index} is a {type(step).__name__}, not a PipelineStep{hint}"
+                )
+
+    def __iter__(self) -> Iterator[PipelineStep]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def signature(self) -> str:
+        """Human-readable description of the steps, recorded in provenance."""
+        return " -> ".join(step.name for step in self.steps)
+
+    @property
+    def fingerprint(self) -> str:
+        return stable_hash([step.fingerprint for step in self.steps])
+
+    def exit_index(self) -> int:
+        """Index of the first ``exit_step``, or of the last step when there is none."""
+        for index, step in enumerate(self.steps):
+            if step.is_exit:
+                return index
+        return len(self.steps) - 1
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.signature()})"
+
+    def run(self, data: Any, ctx: Any) -> Any:
+        """Run the steps once in this process, without plugins or cache (handy in tests)."""
+        from .engine.steps_runner import unpack_step_output
+
+        for step in self.steps:
+            output = step(data, ctx)
+            data, metrics = unpack_step_output(output)
+            for name, value in (metrics or {}).items():
+                ctx.metrics.add(name, value)
+        return data

@@ -1,0 +1,53 @@
+"""Run-level log lines through the ``crystallize`` logger (handlers are the application's business)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import BasePlugin
+
+logger = logging.getLogger("crystallize.run")
+
+
+@dataclass
+class LoggingPlugin(BasePlugin):
+    """Logs the start and summary of every run; with ``verbose``, every step of every replicate."""
+
+    verbose: bool = False
+    log_level: str = "INFO"
+    _started: float = field(default=0.0, init=False, repr=False)
+
+    @property
+    def level(self) -> int:
+        return logging.getLevelName(self.log_level.upper()) if isinstance(self.log_level, str) else int(self.log_level)
+
+    def before_run(self, experiment: Any) -> None:
+        self._started = time.perf_counter()
+        logger.log(self.level, "Experiment '%s' starting", getattr(experiment, "name", "?"))
+
+    def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
+        if self.verbose:
+            logger.log(
+                self.level,
+                "replicate %s, condition %s: step %s done",
+                ctx.get("replicate"),
+                ctx.get("condition"),
+                step.name,
+            )
+
+    def after_run(self, experiment: Any, result: Any) -> None:
+        if result is None:
+            return
+        elapsed = time.perf_counter() - self._started
+        best = [f"{h.name}: {h.ranking.get('best')}" for h in result.metrics.hypotheses]
+        logger.log(
+            self.level,
+            "Experiment '%s' finished in %.2fs; %d replicate(s) failed%s",
+            getattr(experiment, "name", "?"),
+            elapsed,
+            result.failed,
+            f"; best per hypothesis: {', '.join(best)}" if best else "",
+        )

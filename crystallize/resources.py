@@ -1,0 +1,56 @@
+"""Per-process resources (connections, models) that travel as their recipe, not their state."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+_CACHE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+class ResourceFactory:
+    """Builds a resource lazily, once per process, and pickles only the factory.
+
+    Put one in the context or on a step instead of an open connection or a loaded
+    model: a worker on another machine then builds its own copy on first use.
+    """
+
+    def __init__(self, factory: Callable[..., Any], *, key: str | None = None) -> None:
+        self.factory = factory
+        self.key = key or f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', id(factory))}"
+
+    def __call__(self, ctx: Any = None) -> Any:
+        cached = _CACHE.get(self.key, _MISSING)
+        if cached is not _MISSING:
+            return cached
+        with _LOCK:
+            if self.key not in _CACHE:
+                _CACHE[self.key] = self._build(ctx)
+            return _CACHE[self.key]
+
+    def _build(self, ctx: Any) -> Any:
+        try:
+            return self.factory(ctx)
+        except TypeError:
+            return self.factory()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"factory": self.factory, "key": self.key}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.factory = state["factory"]
+        self.key = state["key"]
+
+    def __repr__(self) -> str:
+        return f"ResourceFactory({self.key})"
+
+
+_MISSING = object()
+
+
+def clear_resources() -> None:
+    """Forget every built resource in this process (tests use it)."""
+    with _LOCK:
+        _CACHE.clear()

@@ -1,0 +1,5 @@
+"""Compatibility path; the real code is in `crystallize.cache`."""
+
+from crystallize.cache import (StepCache, CacheEntry, cache_key)
+
+__all__ = ["StepCache", "CacheEntry", "cache_key"]

@@ -1,0 +1,5 @@
+"""Compatibility path; the real code is in `crystallize.errors`."""
+
+from crystallize.errors import (CrystallizeError, ContextMutationError, MissingMetricError, PipelineExecutionError, ValidationError)
+
+__all__ = ["CrystallizeError", "ContextMutationError", "MissingMetricError", "PipelineExecutionError", "ValidationError"]
