@@ -273,6 +273,59 @@ async def drive_async(program: Generator[Awaitable[Any], Any, Any]) -> Any:
         return stop.value
 
 
+class IsolatedGlobalRNG:
+    """Awaitable wrapper: the coroutine sees its own ``random``/``numpy.random`` global state.
+
+    Concurrent replicates on one event loop interleave at every ``await``; swapping
+    the two global generator states in and out around each resumption keeps every
+    replicate's draws identical to a serial run.
+    """
+
+    def __init__(self, coroutine: Any) -> None:
+        self.coroutine = coroutine
+        self.state: tuple[Any, Any] | None = None
+
+    def _swap_in(self) -> tuple[Any, Any]:
+        import random
+
+        import numpy as np
+
+        outer = (random.getstate(), np.random.get_state())
+        if self.state is not None:
+            random.setstate(self.state[0])
+            np.random.set_state(self.state[1])
+        return outer
+
+    def _swap_out(self, outer: tuple[Any, Any]) -> None:
+        import random
+
+        import numpy as np
+
+        self.state = (random.getstate(), np.random.get_state())
+        random.setstate(outer[0])
+        np.random.set_state(outer[1])
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        iterator = self.coroutine.__await__()
+        send_value: Any = None
+        error: BaseException | None = None
+        while True:
+            outer = self._swap_in()
+            try:
+                if error is not None:
+                    yielded = iterator.throw(error)
+                else:
+                    yielded = iterator.send(send_value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                self._swap_out(outer)
+            try:
+                send_value, error = (yield yielded), None
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
+                send_value, error = None, exc
+
+
 def run_replicate(prepared: PreparedSpec, conditions: Conditions, task: ReplicateTask) -> ReplicateOutcome:
     outcome, _ = drive(replicate_program(prepared, conditions, task))
     return outcome

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..engine.batching import batch_size_for, batches
 from ..engine.plan import Conditions, ReplicateOutcome, ReplicateTask, RunSpec
-from ..engine.replicate import PreparedSpec, drive_async, replicate_program, run_replicate, run_tasks
+from ..engine.replicate import IsolatedGlobalRNG, PreparedSpec, drive_async, replicate_program, run_replicate, run_tasks
 from ..engine.serialization import dumps_conditions, dumps_spec, loads
 from ..errors import ExecutionError
 from .base import Executor
@@ -178,7 +178,9 @@ class AsyncExecutor(Executor):
     """Replicates as coroutines on one event loop (in a helper thread); async steps overlap.
 
     Sync steps run on the loop and block it, so this suits pipelines whose slow
-    parts are ``async def`` steps (network calls, async clients).
+    parts are ``async def`` steps (network calls, async clients). Each replicate
+    keeps its own ``random``/``numpy.random`` state across awaits, so results match
+    a serial run.
     """
 
     name = "async"
@@ -201,7 +203,7 @@ class AsyncExecutor(Executor):
             async with gate:
                 if stop.is_set():
                     return
-                outcome, _ = await drive_async(replicate_program(self.prepared, conditions, task))
+                outcome, _ = await IsolatedGlobalRNG(drive_async(replicate_program(self.prepared, conditions, task)))
                 results.put(outcome)
 
         async def main() -> None:

@@ -1,0 +1,95 @@
+"""The experiment of "Building Your First Experiment": a baseline, one treatment, a Welch t-test.
+
+Run it: ``python examples/minimal_experiment/main.py`` (add ``--executor ray`` once
+``crystallize_ray`` is installed, or ``--executor process``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from scipy.stats import ttest_ind
+
+from crystallize import (
+    Experiment,
+    FrozenContext,
+    ParallelExecution,
+    SerialExecution,
+    data_source,
+    hypothesis,
+    pipeline_step,
+    treatment,
+    verifier,
+)
+
+
+@data_source
+def fetch_numbers(ctx: FrozenContext) -> list[int]:
+    """Return the baseline payload that enters the pipeline."""
+    return [0, 0, 0]
+
+
+@pipeline_step()
+def add_delta(data: list[int], ctx: FrozenContext, *, delta: float = 0.0) -> list[float]:
+    """Inject a configurable delta (supplied by treatments or defaults)."""
+    return [x + delta for x in data]
+
+
+@pipeline_step()
+def summarize(data: list[float], ctx: FrozenContext):
+    """Record the total while preserving the data for downstream steps."""
+    return data, {"total": sum(data)}
+
+
+boost_total = treatment("boost_total", {"delta": 10.0})
+
+
+@verifier
+def welch_t_test(baseline, treatment, alpha: float = 0.05):
+    stat, p_value = ttest_ind(treatment["total"], baseline["total"], equal_var=False)
+    return {"p_value": p_value, "significant": p_value < alpha}
+
+
+@hypothesis(verifier=welch_t_test(), metrics="total")
+def order_by_p_value(result: dict[str, float]) -> float:
+    return result.get("p_value", 1.0)
+
+
+def execution_plugin(kind: str):
+    if kind == "ray":
+        from crystallize_ray import RayExecution
+
+        return RayExecution()
+    if kind == "serial":
+        return SerialExecution()
+    return ParallelExecution(max_workers=4, executor_type=kind)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--executor", default="thread", choices=["serial", "thread", "process", "ray"])
+    parser.add_argument("--replicates", type=int, default=12)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    experiment = (
+        Experiment.builder("basic")
+        .datasource(fetch_numbers())
+        .add_step(add_delta())
+        .add_step(summarize())
+        .plugins([execution_plugin(args.executor)])
+        .treatments([boost_total()])
+        .hypotheses([order_by_p_value])
+        .replicates(args.replicates)
+        .build()
+    )
+    result = experiment.run()
+    print("baseline total:", result.metrics.baseline.metrics["total"])
+    print("boost_total total:", result.metrics.treatments["boost_total"].metrics["total"])
+    print("hypothesis:", result.get_hypothesis("order_by_p_value").results)
+    print("stored under:", f"data/basic/v{result.provenance['version']}")
+
+
+if __name__ == "__main__":
+    main()
