@@ -42,6 +42,11 @@ def cache_key(step: Any, data: Any, ctx: Any) -> str:
         return stable_hash(step.fingerprint, step.context_values(ctx), data)
     except CacheError as exc:
         raise CacheError(f"step '{step.name}' is cacheable but its input cannot be hashed: {exc}") from exc
+    except RecursionError as exc:
+        raise CacheError(
+            f"step '{step.name}' is cacheable but its input cannot be hashed: "
+            "it contains a reference cycle or is nested too deeply"
+        ) from exc
 
 
 class StepCache:
@@ -61,9 +66,7 @@ class StepCache:
             return None
         entry = _decode(blob)
         if entry is None:
-            logger.warning(
-                "Cache entry for step '%s' at %s is corrupt; recomputing it.", step.name, path
-            )
+            logger.warning("Cache entry for step '%s' at %s is corrupt; recomputing it.", step.name, path)
         return entry
 
     def save(self, step: Any, key: str, entry: CacheEntry) -> None:
@@ -94,6 +97,6 @@ def _decode(blob: bytes) -> CacheEntry | None:
         return None
     try:
         entry = cloudpickle.loads(payload)
-    except Exception:  # noqa: BLE001 - any failure means the entry cannot be trusted
+    except Exception:
         return None
     return entry if isinstance(entry, CacheEntry) else None

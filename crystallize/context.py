@@ -29,7 +29,7 @@ def _read_only(value: Any) -> Any:
 class MetricsCollector:
     """Metric values recorded during one replicate, in the order they were added."""
 
-    __slots__ = ("_values", "_tags")
+    __slots__ = ("_tags", "_values")
 
     def __init__(self) -> None:
         self._values: dict[str, list[Any]] = {}
@@ -116,7 +116,7 @@ class FrozenContext:
     silently change what another step already read.
     """
 
-    __slots__ = ("_data", "metrics", "artifacts", "logger")
+    __slots__ = ("_data", "artifacts", "logger", "metrics")
 
     def __init__(
         self,
@@ -135,9 +135,7 @@ class FrozenContext:
         try:
             return self._data[key]
         except KeyError:
-            raise KeyError(
-                f"'{key}' is not in the context; available keys: {sorted(self._data)}"
-            ) from None
+            raise KeyError(f"'{key}' is not in the context; available keys: {sorted(self._data)}") from None
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.add(key, value)

@@ -15,9 +15,7 @@ from .steps import FunctionStep, PipelineStep
 from .treatment import Treatment
 
 
-def pipeline_step(
-    fn: Callable[..., Any] | None = None, *, cacheable: bool = False
-) -> Any:
+def pipeline_step(fn: Callable[..., Any] | None = None, *, cacheable: bool = False) -> Any:
     """Turn ``fn(data, ctx, *, params...)`` into a step factory: ``add_delta(delta=1)`` makes a step.
 
     Parameters not given to the factory come from the context at run time, else
@@ -116,9 +114,7 @@ def hypothesis(
     return decorate
 
 
-def resource_factory(
-    fn: Callable[..., Any] | None = None, *, key: str | None = None
-) -> Any:
+def resource_factory(fn: Callable[..., Any] | None = None, *, key: str | None = None) -> Any:
     """Wrap a builder of an unpicklable resource so each worker process builds its own."""
     if fn is not None:
         return ResourceFactory(fn, key=key)

@@ -47,9 +47,7 @@ class PipelineExecutionError(CrystallizeError):
             where.append(f"replicate {replicate}")
         if experiment:
             where.append(f"experiment '{experiment}'")
-        super().__init__(
-            f"{', '.join(where)} failed: {type(original_exception).__name__}: {original_exception}"
-        )
+        super().__init__(f"{', '.join(where)} failed: {type(original_exception).__name__}: {original_exception}")
         self.step_name = step_name
         self.original_exception = original_exception
         self.condition = condition

@@ -91,7 +91,11 @@ class Experiment:
     def validate(self) -> None:
         """Raise :class:`ValidationError` saying what is wrong, before any replicate runs."""
         if not isinstance(self.datasource, DataSource):
-            hint = " (did you pass the factory instead of calling it, as in numbers()?)" if callable(self.datasource) else ""
+            hint = (
+                " (did you pass the factory instead of calling it, as in numbers()?)"
+                if callable(self.datasource)
+                else ""
+            )
             raise ValidationError(f"datasource must be a DataSource, got {type(self.datasource).__name__}{hint}")
         if not isinstance(self.pipeline, Pipeline):
             raise ValidationError(f"pipeline must be a Pipeline, got {type(self.pipeline).__name__}")
@@ -147,7 +151,7 @@ class Experiment:
         num_trials: int,
         replicates_per_trial: int = 1,
     ) -> Treatment:
-        """Ask → run the asked treatments × ``replicates_per_trial`` → tell, ``num_trials`` times.
+        """Ask → run the asked treatments x ``replicates_per_trial`` → tell, ``num_trials`` times.
 
         All treatments of one ask run side by side. Trials reuse replicate indices
         0..replicates_per_trial-1, so every candidate sees the same seeds.
@@ -165,6 +169,12 @@ class Experiment:
                 if not asked:
                     logger.info("optimizer has no more candidates after %d trial(s)", trial)
                     break
+                names = [t.name for t in asked]
+                if len(set(names)) != len(names):
+                    raise ValidationError(
+                        f"trial {trial + 1}: ask() returned several treatments with the same name {names}; "
+                        "tell() reports scores by name, so names within one ask must differ"
+                    )
                 conditions: dict[str, Treatment] = {}
                 for treatment in asked:
                     key = treatment.name
@@ -181,10 +191,15 @@ class Experiment:
                     if means[t.name] != means[t.name]:
                         logger.warning(
                             "trial %d: treatment '%s' recorded no '%s' (failed replicates: %d); its score is NaN",
-                            trial + 1, t.name, metric, fold.failures(key),
+                            trial + 1,
+                            t.name,
+                            metric,
+                            fold.failures(key),
                         )
                 optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
-            result = fold.build_result([], replicates_per_trial, session.provenance(list(all_conditions), all_conditions))
+            result = fold.build_result(
+                [], replicates_per_trial, session.provenance(list(all_conditions), all_conditions)
+            )
             self._after_run(result)
         self.last_optimization = result
         return optimizer.get_best_treatment()
@@ -241,9 +256,7 @@ class Experiment:
             for known in self.treatments:
                 if known.name == treatment:
                     return known
-            raise ValidationError(
-                f"no treatment named {treatment!r}; known: {[t.name for t in self.treatments]}"
-            )
+            raise ValidationError(f"no treatment named {treatment!r}; known: {[t.name for t in self.treatments]}")
         return _as_treatment(treatment)
 
     def _observer_plugins(self) -> list[BasePlugin]:
@@ -307,6 +320,8 @@ def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
         if not isinstance(plugin, BasePlugin):
             raise ValidationError(f"plugins must be BasePlugin instances, got {type(plugin).__name__}")
     missing = [cls() for cls in _DEFAULT_PLUGINS if not any(isinstance(p, cls) for p in plugins)]
+    if not any(isinstance(p, ExecutionPlugin) or overrides_loop(p) for p in plugins):
+        missing.append(SerialExecution())
     return [*missing, *plugins]
 
 

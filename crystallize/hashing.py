@@ -12,7 +12,7 @@ import hashlib
 import inspect
 import struct
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import CacheError
@@ -41,7 +41,7 @@ def _tag(hasher: Any, tag: bytes, payload: bytes = b"") -> None:
     hasher.update(payload)
 
 
-def _feed(hasher: Any, value: Any) -> None:  # noqa: C901 - one dispatch table, read top to bottom
+def _feed(hasher: Any, value: Any) -> None:
     if value is None:
         _tag(hasher, b"N")
     elif value is True or value is False:
@@ -161,7 +161,7 @@ def _feed_arrow_array(hasher: Any, array: Any) -> None:
     try:
         _feed(hasher, array.to_numpy(zero_copy_only=False))
         _feed(hasher, array.null_count)
-    except Exception:  # noqa: BLE001 - nested types have no NumPy view
+    except Exception:
         _feed(hasher, array.to_pylist())
 
 
@@ -195,6 +195,12 @@ def _feed_code(hasher: Any, code: types.CodeType) -> None:
 
 
 def _feed_object(hasher: Any, value: Any) -> None:
+    cls = type(value)
+    if cls.__reduce__ is not object.__reduce__ or cls.__reduce_ex__ is not object.__reduce_ex__:
+        # Types with their own pickling (functools.partial, datetime, Decimal, ...) keep their
+        # state outside __dict__; hash what they pickle, or two different values would collide.
+        _feed_reduced(hasher, value)
+        return
     state = None
     if hasattr(value, "__getstate__"):
         try:
@@ -213,3 +219,22 @@ def _feed_object(hasher: Any, value: Any) -> None:
         )
     _tag(hasher, b"O", _type_name(value).encode())
     _feed(hasher, state)
+
+
+def _feed_reduced(hasher: Any, value: Any) -> None:
+    try:
+        reduced = value.__reduce_ex__(4)
+    except Exception as exc:
+        raise CacheError(
+            f"Cannot compute a stable hash for a value of type {_type_name(value)} ({exc}). "
+            "Give the type a __crystallize_hash__() method that returns a stable string, "
+            "or make the step non-cacheable."
+        ) from exc
+    _tag(hasher, b"R", _type_name(value).encode())
+    if isinstance(reduced, str):  # a global reached by name (builtin functions)
+        _feed(hasher, f"{getattr(value, '__module__', '')}.{reduced}")
+        return
+    rebuild, *parts = reduced
+    _feed(hasher, f"{getattr(rebuild, '__module__', '')}.{getattr(rebuild, '__qualname__', _type_name(rebuild))}")
+    for part in parts:
+        _feed(hasher, list(part) if isinstance(part, Iterator) else part)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from .errors import MissingMetricError
 
-MetricSpec = Union[str, Sequence[str], Sequence[Sequence[str]], None]
+MetricSpec = str | Sequence[str] | Sequence[Sequence[str]] | None
 Verifier = Callable[[Mapping[str, Sequence[Any]], Mapping[str, Sequence[Any]]], Mapping[str, Any]]
 
 
 def rank_by_p_value(result: Mapping[str, Any]) -> float:
-    """Default ranker: lower p-value ranks first."""
+    """Default ranker: lower p-value ranks first (with several metric groups, the lowest group's)."""
+    if not isinstance(result, Mapping) and isinstance(result, Sequence):
+        return min((rank_by_p_value(item) for item in result), default=1.0)
     return float(result.get("p_value", 1.0))
 
 

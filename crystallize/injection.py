@@ -87,11 +87,7 @@ class CallSignature:
 
     def context_sourced(self, explicit: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
         """The injected values that came from the context (they belong in a cache key)."""
-        return {
-            name: ctx[name]
-            for name in self.injectable
-            if name not in explicit and ctx is not None and name in ctx
-        }
+        return {name: ctx[name] for name in self.injectable if name not in explicit and ctx is not None and name in ctx}
 
     def call(self, fn: Callable[..., Any], data: Any, ctx: Any, kwargs: dict[str, Any]) -> Any:
         if self.data_param is not None:

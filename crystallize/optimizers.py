@@ -20,6 +20,7 @@ from .treatment import Treatment
 
 _DIRECTIONS = ("minimize", "maximize")
 
+
 @dataclass
 class Objective:
     """Which metric to optimise (its mean over replicates) and in which direction."""
@@ -41,6 +42,7 @@ class Objective:
             return True
         return a < b if self.direction == "minimize" else a > b
 
+
 class BaseOptimizer(ABC):
     """Strategy contract: ``ask`` proposes treatments, ``tell`` receives their scores."""
 
@@ -61,6 +63,7 @@ class BaseOptimizer(ABC):
 
     def set_parallelism(self, workers: int) -> None:
         """Told by the experiment how many replicates can run at once; built-ins size batches by it."""
+
 
 class _BatchedOptimizer(BaseOptimizer):
     """Shared bookkeeping for the built-ins: batches of candidates, best-so-far."""
@@ -108,6 +111,7 @@ class _BatchedOptimizer(BaseOptimizer):
                 best, best_score = treatment, score
         return best
 
+
 class GridSearchOptimizer(_BatchedOptimizer):
     """Every combination of ``param_grid``, in order, ``batch_size`` at a time."""
 
@@ -122,7 +126,9 @@ class GridSearchOptimizer(_BatchedOptimizer):
         if not param_grid:
             raise ValueError("param_grid must name at least one parameter")
         keys = list(param_grid)
-        self._combinations = [dict(zip(keys, values)) for values in itertools.product(*param_grid.values())]
+        self._combinations = [
+            dict(zip(keys, values, strict=True)) for values in itertools.product(*param_grid.values())
+        ]
         self._cursor = 0
 
     def __len__(self) -> int:
@@ -133,6 +139,7 @@ class GridSearchOptimizer(_BatchedOptimizer):
         self._cursor += len(chunk)
         self._pending = [self._make_treatment(params) for params in chunk]
         return list(self._pending)
+
 
 class RandomSearchOptimizer(_BatchedOptimizer):
     """Samples from ``space``: a list is a choice, a ``(low, high)`` tuple a uniform range
@@ -167,6 +174,7 @@ class RandomSearchOptimizer(_BatchedOptimizer):
         self._pending = [self._make_treatment(self._sample()) for _ in range(max(0, count))]
         return list(self._pending)
 
+
 def _sample_domain(key: str, domain: Any, rng: random.Random) -> Any:
     if callable(domain):
         return domain(rng)
@@ -177,8 +185,7 @@ def _sample_domain(key: str, domain: Any, rng: random.Random) -> Any:
         return rng.uniform(float(low), float(high))
     if isinstance(domain, Sequence) and not isinstance(domain, str) and len(domain) > 0:
         return rng.choice(list(domain))
-    raise ValueError(
-        f"search space entry '{key}' must be a non-empty list, a (low, high) tuple or a callable(rng)"
-    )
+    raise ValueError(f"search space entry '{key}' must be a non-empty list, a (low, high) tuple or a callable(rng)")
+
 
 OptimizerFactory = Callable[[], BaseOptimizer]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import ValidationError
+from .errors import CacheError, ValidationError
 from .hashing import stable_hash
 from .steps import PipelineStep
 
@@ -18,9 +18,7 @@ class Pipeline:
         for index, step in enumerate(self.steps):
             if not isinstance(step, PipelineStep):
                 hint = " (did you forget the parentheses, as in add_delta()?)" if callable(step) else ""
-                raise ValidationError(
-                    f"Pipeline step {index} is a {type(step).__name__}, not a PipelineStep{hint}"
-                )
+                raise ValidationError(f"Pipeline step {index} is a {type(step).__name__}, not a PipelineStep{hint}")
 
     def __iter__(self) -> Iterator[PipelineStep]:
         return iter(self.steps)
@@ -34,7 +32,8 @@ class Pipeline:
 
     @property
     def fingerprint(self) -> str:
-        return stable_hash([step.fingerprint for step in self.steps])
+        """Digest of the steps, for provenance and unnamed experiment ids (not a cache key)."""
+        return stable_hash([_step_digest(step) for step in self.steps])
 
     def exit_index(self) -> int:
         """Index of the first ``exit_step``, or of the last step when there is none."""
@@ -48,11 +47,26 @@ class Pipeline:
 
     def run(self, data: Any, ctx: Any) -> Any:
         """Run the steps once in this process, without plugins or cache (handy in tests)."""
-        from .engine.steps_runner import unpack_step_output
+        import inspect
+
+        from .engine.replicate import run_awaitable, unpack_step_output
 
         for step in self.steps:
             output = step(data, ctx)
+            if inspect.isawaitable(output):
+                output = run_awaitable(output)
             data, metrics = unpack_step_output(output)
             for name, value in (metrics or {}).items():
                 ctx.metrics.add(name, value)
         return data
+
+
+def _step_digest(step: PipelineStep) -> str:
+    """The step's fingerprint; for a parameter with no stable hash (a model, a client), its name and parameter names.
+
+    A step that is not cacheable is never refused for what its parameters are.
+    """
+    try:
+        return step.fingerprint
+    except CacheError:
+        return stable_hash(step.name, type(step).__qualname__, sorted(step.params))

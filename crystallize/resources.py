@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ class ResourceFactory:
 
     def __init__(self, factory: Callable[..., Any], *, key: str | None = None) -> None:
         self.factory = factory
-        self.key = key or f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', id(factory))}"
+        self.key = key or _default_key(factory)
 
     def __call__(self, ctx: Any = None) -> Any:
         cached = _CACHE.get(self.key, _MISSING)
@@ -48,6 +49,23 @@ class ResourceFactory:
 
 
 _MISSING = object()
+
+
+def _default_key(factory: Callable[..., Any]) -> str:
+    """``module.qualname`` plus a digest of the code and closure, so two lambdas in one scope differ."""
+    base = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', id(factory))}"
+    code = getattr(factory, "__code__", None)
+    if code is None:
+        return base
+    from .hashing import _feed, _feed_code
+
+    hasher = hashlib.blake2b(digest_size=8)
+    _feed_code(hasher, code)
+    try:
+        _feed(hasher, [cell.cell_contents for cell in getattr(factory, "__closure__", None) or ()])
+    except Exception:  # an unhashable closure value: fall back to the code alone
+        pass
+    return f"{base}#{hasher.hexdigest()}"
 
 
 def clear_resources() -> None:

@@ -22,7 +22,7 @@ class TreatmentMetrics:
 
     def by_replicate(self, name: str) -> dict[int, list[Any]]:
         grouped: dict[int, list[Any]] = {}
-        for replicate, value in zip(self.replicates.get(name, []), self.metrics.get(name, [])):
+        for replicate, value in zip(self.replicates.get(name, []), self.metrics.get(name, []), strict=False):
             grouped.setdefault(replicate, []).append(value)
         return grouped
 
@@ -141,7 +141,14 @@ def _value_array(values: list[Any]) -> Any:
 
     if all(_is_number(v) for v in values):
         return pa.array([float(v) for v in values], pa.float64())
-    return pa.array([json.dumps(v, default=repr) for v in values], pa.string())
+    return pa.array([json.dumps(v, default=_json_default) for v in values], pa.string())
+
+
+def _json_default(value: Any) -> Any:
+    """NumPy scalars and arrays as JSON numbers and lists (their repr is not JSON)."""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    return repr(value)
 
 
 def _is_number(value: Any) -> bool:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from .hashing import code_fingerprint, stable_hash
 
-TreatmentApply = Union[Mapping[str, Any], Callable[[Any], Any]]
+TreatmentApply = Mapping[str, Any] | Callable[[Any], Any]
 
 
 class Treatment:

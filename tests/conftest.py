@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from crystallize import AsyncExecution, ParallelExecution, SerialExecution  # noqa: E402
+from crystallize import AsyncExecution, ParallelExecution, SerialExecution
 
 # name -> factory of the execution plugin. Executors added later (Ray) register here,
 # so the behavioural suite runs against them too.

@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.optimizers`."""
 
-from crystallize.optimizers import (BaseOptimizer, Objective, GridSearchOptimizer, RandomSearchOptimizer)
+from crystallize.optimizers import BaseOptimizer, GridSearchOptimizer, Objective, RandomSearchOptimizer
 
 __all__ = ["BaseOptimizer", "Objective", "GridSearchOptimizer", "RandomSearchOptimizer"]

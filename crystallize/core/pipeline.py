@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.pipeline`."""
 
-from crystallize.pipeline import (Pipeline)
+from crystallize.pipeline import Pipeline
 
 __all__ = ["Pipeline"]

@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.steps`."""
 
-from crystallize.steps import (PipelineStep, exit_step)
+from crystallize.steps import PipelineStep, exit_step
 
 __all__ = ["PipelineStep", "exit_step"]

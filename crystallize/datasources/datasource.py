@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.datasource`."""
 
-from crystallize.datasource import (DataSource, ExperimentInput, FunctionSource)
+from crystallize.datasource import DataSource, ExperimentInput, FunctionSource
 
 __all__ = ["DataSource", "ExperimentInput", "FunctionSource"]

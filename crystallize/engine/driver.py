@@ -113,5 +113,5 @@ def setup_steps(steps: Sequence[Any], initial_ctx: Mapping[str, Any], experiment
         for step in reversed(done):
             try:
                 step.teardown(ctx)
-            except Exception:  # noqa: BLE001 - teardown problems must not hide the run's result
+            except Exception:
                 logger.exception("teardown of step '%s' failed", step.name)

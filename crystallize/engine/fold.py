@@ -106,15 +106,11 @@ class RunFold:
         per_condition = {name: fold.metrics() for name, fold in self._folds.items()}
         baseline = per_condition.get(BASELINE_CONDITION, TreatmentMetrics(metrics={}))
         treatments = {n: m for n, m in per_condition.items() if n != BASELINE_CONDITION}
-        hypothesis_results = [
-            self._verify(hyp, baseline, treatments, replicates) for hyp in hypotheses
-        ]
+        hypothesis_results = [self._verify(hyp, baseline, treatments, replicates) for hyp in hypotheses]
         errors = {name: fold.errors for name, fold in self._folds.items() if fold.errors}
         artifacts = {name: fold.artifacts for name, fold in self._folds.items() if fold.artifacts}
         full_provenance = dict(provenance)
-        full_provenance["seeds"] = {
-            name: dict(sorted(fold.seeds.items())) for name, fold in self._folds.items()
-        }
+        full_provenance["seeds"] = {name: dict(sorted(fold.seeds.items())) for name, fold in self._folds.items()}
         full_provenance["steps"] = {
             name: {
                 step: {"runs": int(s[0]), "cache_hits": int(s[1]), "seconds": s[2]}
@@ -122,12 +118,8 @@ class RunFold:
             }
             for name, fold in self._folds.items()
         }
-        full_provenance["cache_hits"] = {
-            name: fold.cache_hits for name, fold in self._folds.items() if fold.cache_hits
-        }
-        full_provenance["replicates_completed"] = {
-            name: len(fold.finished) for name, fold in self._folds.items()
-        }
+        full_provenance["cache_hits"] = {name: fold.cache_hits for name, fold in self._folds.items() if fold.cache_hits}
+        full_provenance["replicates_completed"] = {name: len(fold.finished) for name, fold in self._folds.items()}
         full_provenance["replicates_failed"] = {name: len(fold.errors) for name, fold in self._folds.items()}
         return Result(
             metrics=ExperimentMetrics(baseline=baseline, treatments=treatments, hypotheses=hypothesis_results),
@@ -156,19 +148,17 @@ class RunFold:
                     _paired_samples(tm, paired),
                     treatment_name=name,
                 )
-            except Exception as exc:  # noqa: BLE001 - one bad comparison must not hide the others
+            except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 logger.warning("Hypothesis '%s' could not be verified for '%s': %s", hyp.name, name, exc)
         ranking = hyp.rank_treatments(results)
         if any(dropped.values()):
             logger.info("Hypothesis '%s': pairs dropped because a side failed: %s", hyp.name, dropped)
-        return HypothesisResult(
-            name=hyp.name, results=results, ranking=ranking, dropped_pairs=dropped, errors=errors
-        )
+        return HypothesisResult(name=hyp.name, results=results, ranking=ranking, dropped_pairs=dropped, errors=errors)
 
 
 def _paired_samples(tm: TreatmentMetrics, paired: set[int]) -> dict[str, list[Any]]:
     return {
-        name: [v for r, v in zip(tm.replicates[name], values) if r in paired]
+        name: [v for r, v in zip(tm.replicates[name], values, strict=True) if r in paired]
         for name, values in tm.metrics.items()
     }

@@ -127,7 +127,7 @@ def replicate_program(
             for plugin in prepared.after_step:
                 plugin.after_step(spec, step, data, ctx)
             step_records.append(StepRecord(step.name, time.perf_counter() - step_started, hit))
-    except Exception as exc:  # noqa: BLE001 - a failed replicate is recorded, not fatal
+    except Exception as exc:
         if raise_errors:
             raise PipelineExecutionError(
                 stage, exc, condition=task.condition, replicate=task.replicate, experiment=spec.name
@@ -198,7 +198,7 @@ def _run_cached(
         artifacts = [(r.name, r.data) for r in ctx.artifacts.records[already:]]
         try:
             cache.save(step, key, CacheEntry(data=data, metrics=added, artifacts=artifacts))
-        except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
+        except Exception as exc:
             logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
     return data, False
 
@@ -238,7 +238,7 @@ def run_awaitable(awaitable: Awaitable[Any]) -> Any:
     def target() -> None:
         try:
             result.append(asyncio.run(_as_coroutine(awaitable)))
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             errors.append(exc)
 
     worker = threading.Thread(target=target, name="crystallize-await")
@@ -322,7 +322,7 @@ class IsolatedGlobalRNG:
                 self._swap_out(outer)
             try:
                 send_value, error = (yield yielded), None
-            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
+            except BaseException as exc:
                 send_value, error = None, exc
 
 
@@ -331,8 +331,6 @@ def run_replicate(prepared: PreparedSpec, conditions: Conditions, task: Replicat
     return outcome
 
 
-def run_tasks(
-    prepared: PreparedSpec, conditions: Conditions, tasks: Sequence[ReplicateTask]
-) -> list[ReplicateOutcome]:
+def run_tasks(prepared: PreparedSpec, conditions: Conditions, tasks: Sequence[ReplicateTask]) -> list[ReplicateOutcome]:
     """Run a batch of tasks in order; the unit executors ship to a worker."""
     return [run_replicate(prepared, conditions, ReplicateTask(*task)) for task in tasks]

@@ -20,7 +20,7 @@ _HINT = (
 def dumps(value: Any, what: str = "value") -> bytes:
     try:
         return cloudpickle.dumps(value)
-    except Exception as exc:  # noqa: BLE001 - pickling raises many types
+    except Exception as exc:
         raise SerializationError(f"{what} cannot be pickled: {type(exc).__name__}: {exc}. {_HINT}") from exc
 
 
@@ -28,7 +28,7 @@ def dumps_spec(spec: RunSpec) -> bytes:
     """The spec as bytes; on failure, find and name the part that does not pickle."""
     try:
         return cloudpickle.dumps(spec)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         culprit = find_unpicklable(spec)
         raise SerializationError(
             f"Experiment '{spec.name}': {culprit or 'the run spec'} cannot be pickled "
@@ -39,11 +39,11 @@ def dumps_spec(spec: RunSpec) -> bytes:
 def dumps_conditions(conditions: Mapping[str, Any]) -> bytes:
     try:
         return cloudpickle.dumps(dict(conditions))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         for name, treatment in conditions.items():
             try:
                 cloudpickle.dumps(treatment)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 raise SerializationError(f"treatment '{name}' cannot be pickled: {exc}. {_HINT}") from exc
         raise SerializationError(f"the treatments cannot be pickled: {exc}. {_HINT}") from exc
 
@@ -63,7 +63,7 @@ def find_unpicklable(spec: RunSpec) -> str | None:
     for label, part in _parts(spec):
         try:
             cloudpickle.dumps(part)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return label
     return None
 

@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.results`."""
 
-from crystallize.results import (Result)
+from crystallize.results import Result
 
 __all__ = ["Result"]

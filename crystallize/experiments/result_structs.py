@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.results`."""
 
-from crystallize.results import (ExperimentMetrics, HypothesisResult, TreatmentMetrics)
+from crystallize.results import ExperimentMetrics, HypothesisResult, TreatmentMetrics
 
 __all__ = ["ExperimentMetrics", "HypothesisResult", "TreatmentMetrics"]

@@ -88,6 +88,8 @@ class ArtifactPlugin(BasePlugin):
         return Path(self._root) / self.experiment_id / f"v{self.version}"
 
     def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
+        if not len(ctx.artifacts):
+            return
         run_dir = self.run_dir
         if run_dir is None or getattr(experiment, "mode", "run") == "apply":
             return
@@ -114,8 +116,7 @@ class ArtifactPlugin(BasePlugin):
             "version": self.version,
             "provenance": result.provenance,
             "artifacts": {
-                condition: [entry.__dict__ for entry in entries]
-                for condition, entries in result.artifacts.items()
+                condition: [entry.__dict__ for entry in entries] for condition, entries in result.artifacts.items()
             },
             "errors": {
                 condition: {str(rep): err.__dict__ for rep, err in errs.items()}
@@ -139,7 +140,9 @@ class ArtifactPlugin(BasePlugin):
         versions = list_versions(base)
         for old in versions[: max(0, len(versions) - self.artifact_retention)]:
             shutil.rmtree(base / f"v{old}", ignore_errors=True)
-            logger.info("Removed old artifact version %s/v%d (artifact_retention=%d)", base, old, self.artifact_retention)
+            logger.info(
+                "Removed old artifact version %s/v%d (artifact_retention=%d)", base, old, self.artifact_retention
+            )
 
 
 def _json_default(value: Any) -> Any:

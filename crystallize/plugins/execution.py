@@ -48,9 +48,7 @@ class ParallelExecution(ExecutionPlugin):
 
     def __post_init__(self) -> None:
         if self.executor_type not in VALID_EXECUTOR_TYPES:
-            raise ValueError(
-                f"executor_type must be one of {VALID_EXECUTOR_TYPES}, got {self.executor_type!r}"
-            )
+            raise ValueError(f"executor_type must be one of {VALID_EXECUTOR_TYPES}, got {self.executor_type!r}")
         if self.max_workers is not None and self.max_workers < 1:
             raise ValueError("max_workers must be at least 1")
 

@@ -1,5 +1,5 @@
 """Compatibility path; the real code is in `crystallize.context`."""
 
-from crystallize.context import (FrozenContext, ContextMutationError, MetricsCollector, ArtifactLog)
+from crystallize.context import ArtifactLog, ContextMutationError, FrozenContext, MetricsCollector
 
 __all__ = ["FrozenContext", "ContextMutationError", "MetricsCollector", "ArtifactLog"]

@@ -1,5 +1,17 @@
 """Compatibility path; the real code is in `crystallize.errors`."""
 
-from crystallize.errors import (CrystallizeError, ContextMutationError, MissingMetricError, PipelineExecutionError, ValidationError)
+from crystallize.errors import (
+    ContextMutationError,
+    CrystallizeError,
+    MissingMetricError,
+    PipelineExecutionError,
+    ValidationError,
+)
 
-__all__ = ["CrystallizeError", "ContextMutationError", "MissingMetricError", "PipelineExecutionError", "ValidationError"]
+__all__ = [
+    "CrystallizeError",
+    "ContextMutationError",
+    "MissingMetricError",
+    "PipelineExecutionError",
+    "ValidationError",
+]

@@ -47,7 +47,7 @@ boost_total = treatment("boost_total", {"delta": 10.0})
 
 @verifier
 def welch_t_test(baseline, treatment, alpha: float = 0.05):
-    stat, p_value = ttest_ind(treatment["total"], baseline["total"], equal_var=False)
+    _stat, p_value = ttest_ind(treatment["total"], baseline["total"], equal_var=False)
     return {"p_value": p_value, "significant": p_value < alpha}
 
 
