@@ -1,40 +1,30 @@
 """The step cache: a cacheable step's output, metrics and artifacts, keyed by everything that shaped them.
 
 Key = hash(step code + explicit params, context values the step was given, input data).
-Entries are checksummed and written atomically (temp file + rename), so a reader
-never sees half an entry and a corrupt one is recomputed, not trusted.
+Entries live in the cache store (``.cache/`` or ``$CRYSTALLIZE_CACHE_URI``) at
+``<step fingerprint>/<key>``, written atomically and checksummed (and signed when
+``$CRYSTALLIZE_CACHE_KEY`` is set): a corrupt or unsigned entry is recomputed, never trusted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import cloudpickle
 
 from .errors import CacheError
 from .hashing import stable_hash
+from .store import layout
+from .store.codec import CacheEntry, CorruptEntry, decode, encode, signing_key
+from .store.filesystem import Store
+from .store.locations import cache_location
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"CRYSTALLIZE-CACHE-1\n"
-_DIGEST_BYTES = 32
-
-
-@dataclass
-class CacheEntry:
-    data: Any
-    metrics: dict[str, list[Any]] = field(default_factory=dict)
-    artifacts: list[tuple[str, bytes]] = field(default_factory=list)
+__all__ = ["CacheEntry", "StepCache", "cache_key", "default_cache_root"]
 
 
 def default_cache_root() -> str:
-    return os.environ.get("CRYSTALLIZE_CACHE_DIR", ".cache")
+    return cache_location()
 
 
 def cache_key(step: Any, data: Any, ctx: Any) -> str:
@@ -50,53 +40,33 @@ def cache_key(step: Any, data: Any, ctx: Any) -> str:
 
 
 class StepCache:
-    """Entries live at ``<root>/<step fingerprint>/<key>``."""
+    """Reads and writes cache entries in a store; the signing key is read once per process."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | Store) -> None:
+        self.store = root if isinstance(root, Store) else Store(root)
+        self.key = signing_key()
 
-    def _path(self, step: Any, key: str) -> Path:
-        return self.root / step.fingerprint / key
+    @property
+    def root(self) -> str:
+        return self.store.location
 
     def load(self, step: Any, key: str) -> CacheEntry | None:
-        path = self._path(step, key)
+        relative = layout.cache_entry(step.fingerprint, key)
         try:
-            blob = path.read_bytes()
+            blob = self.store.read_bytes(relative)
         except FileNotFoundError:
             return None
-        entry = _decode(blob)
-        if entry is None:
-            logger.warning("Cache entry for step '%s' at %s is corrupt; recomputing it.", step.name, path)
-        return entry
+        try:
+            return decode(blob, self.key)
+        except CorruptEntry as exc:
+            logger.warning(
+                "Cache entry of step '%s' at %s is corrupt or untrusted (%s); recomputing it.",
+                step.name,
+                self.store.uri(relative),
+                exc,
+            )
+            return None
 
     def save(self, step: Any, key: str, entry: CacheEntry) -> None:
-        path = self._path(step, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob = _encode(entry)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def _encode(entry: CacheEntry) -> bytes:
-    payload = cloudpickle.dumps(entry)
-    return _MAGIC + hashlib.sha256(payload).digest() + payload
-
-
-def _decode(blob: bytes) -> CacheEntry | None:
-    if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + _DIGEST_BYTES:
-        return None
-    digest = blob[len(_MAGIC) : len(_MAGIC) + _DIGEST_BYTES]
-    payload = blob[len(_MAGIC) + _DIGEST_BYTES :]
-    if hashlib.sha256(payload).digest() != digest:
-        return None
-    try:
-        entry = cloudpickle.loads(payload)
-    except Exception:
-        return None
-    return entry if isinstance(entry, CacheEntry) else None
+        blob = encode(entry, self.key)
+        self.store.write_bytes(layout.cache_entry(step.fingerprint, key), blob)

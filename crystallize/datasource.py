@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .hashing import code_fingerprint, stable_hash
 from .injection import CallSignature
 
 
@@ -23,6 +24,18 @@ class DataSource(ABC):
     @property
     def name(self) -> str:
         return type(self).__name__
+
+    @property
+    def fingerprint(self) -> str:
+        """Digest of the datasource's code and parameters (a changed datasource blocks resume)."""
+        return _digest(self.name, type(self).fetch, self.params)
+
+
+def _digest(name: str, code: Any, params: dict[str, Any]) -> str:
+    try:
+        return stable_hash(name, code_fingerprint(code), params)
+    except Exception:  # noqa: BLE001 - parameters without a stable hash: fall back to their names
+        return stable_hash(name, code_fingerprint(code), sorted(params))
 
 
 class FunctionSource(DataSource):
@@ -45,6 +58,10 @@ class FunctionSource(DataSource):
     @property
     def params(self) -> dict[str, Any]:
         return dict(self.explicit)
+
+    @property
+    def fingerprint(self) -> str:
+        return _digest(self.name, self.fn, self.explicit)
 
 
 class ExperimentInput(DataSource):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .constants import BASELINE_CONDITION
@@ -13,6 +15,7 @@ from .engine.driver import RunSession, setup_steps
 from .engine.fold import RunFold
 from .engine.plan import ReplicateTask, RunSpec
 from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
+from .engine.resume import build_plan, plan_differences
 from .errors import ValidationError
 from .hashing import stable_hash
 from .hypothesis import Hypothesis
@@ -24,6 +27,9 @@ from .plugins.execution import ExecutionPlugin, LegacyLoopExecutor, SerialExecut
 from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import Result
+from .store import layout
+from .store.locations import cache_location
+from .store.records import RunRecorder, claim_version, list_versions, load_outcomes, read_json
 from .treatment import Treatment
 
 if TYPE_CHECKING:
@@ -64,6 +70,7 @@ class Experiment:
         self.replicates = replicates
         self.plugins: list[BasePlugin] = _with_defaults(list(plugins or []))
         self.last_optimization: Result | None = None
+        self.strategy: str | None = None
         for output in self.outputs.values():
             if hasattr(output, "_attach_producer"):
                 output._attach_producer(self)
@@ -127,16 +134,33 @@ class Experiment:
         _check_hypotheses(hypotheses)
         if hypotheses and not treatments:
             raise ValidationError("hypotheses compare treatments with the baseline; add at least one treatment")
-        if strategy not in (None, "rerun"):
-            raise ValidationError(f"unknown strategy {strategy!r}; use 'rerun'")
+        strategy = strategy if strategy is not None else self.strategy
+        if strategy not in (None, "rerun", "resume"):
+            raise ValidationError(f"unknown strategy {strategy!r}; use 'rerun' (a new version) or 'resume'")
         conditions: dict[str, Treatment | None] = {BASELINE_CONDITION: None}
         conditions.update({t.name: t for t in treatments})
         tasks = [ReplicateTask(c, r) for r in range(replicates) for c in conditions]
-        with self._session("run", replicates) as session:
+        resume = self._find_resumable() if strategy == "resume" else None
+        with self._session("run", replicates, conditions, resume=resume) as session:
             fold = RunFold(list(conditions))
+            if resume is not None:
+                done = {(o.condition, o.replicate): o for o in resume.outcomes.values() if o.error is None}
+                for outcome in done.values():
+                    fold.add(outcome)
+                tasks = [t for t in tasks if (t.condition, t.replicate) not in done]
+                logger.info(
+                    "Resuming '%s' v%d: %d replicate(s) recorded, %d to run",
+                    self.id,
+                    resume.version,
+                    len(done),
+                    len(tasks),
+                )
             session.execute(tasks, conditions, fold)
-            result = fold.build_result(hypotheses, replicates, session.provenance(list(conditions), conditions))
-            self._after_run(result)
+            provenance = session.provenance(list(conditions), conditions)
+            if resume is not None:
+                provenance["resumed"] = {"version": resume.version, "reused": fold.completed - len(tasks)}
+            result = fold.build_result(hypotheses, replicates, provenance)
+            session.finish(result)
         return result
 
     async def arun(self, **kwargs: Any) -> Result:
@@ -161,7 +185,7 @@ class Experiment:
         _check_replicates(replicates_per_trial, "replicates_per_trial")
         metric = optimizer.objective.metric
         all_conditions: dict[str, Treatment | None] = {}
-        with self._session("optimize", replicates_per_trial) as session:
+        with self._session("optimize", replicates_per_trial, {}) as session:
             optimizer.set_parallelism(session.parallelism)
             fold = RunFold([])
             for trial in range(num_trials):
@@ -197,10 +221,9 @@ class Experiment:
                             fold.failures(key),
                         )
                 optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
-            result = fold.build_result(
-                [], replicates_per_trial, session.provenance(list(all_conditions), all_conditions)
-            )
-            self._after_run(result)
+            provenance = session.provenance(list(all_conditions), all_conditions)
+            result = fold.build_result([], replicates_per_trial, provenance)
+            session.finish(result)
         self.last_optimization = result
         return optimizer.get_best_treatment()
 
@@ -273,40 +296,82 @@ class Experiment:
             return LegacyLoopExecutor(chosen), getattr(chosen, "progress", False)
         return SerialExecution().create_executor(), None
 
-    def _session(self, mode: str, replicates: int) -> Any:
-        import contextlib
+    def _find_resumable(self) -> ResumePoint | None:
+        """The latest version of this experiment and its records, or None when there is none."""
+        store = self.get_plugin(ArtifactPlugin).store()
+        versions = list_versions(store, self.id)
+        if not versions:
+            logger.info("Nothing to resume for '%s'; starting a new run", self.id)
+            return None
+        version = versions[-1]
+        plan = read_json(store, layout.run_file(self.id, version, layout.PLAN))
+        if plan is None:
+            raise ValidationError(
+                f"cannot resume '{self.id}': {store.uri(layout.version_dir(self.id, version))} has no plan.json "
+                "(it was not written by this version of Crystallize); run without strategy='resume'"
+            )
+        if plan.get("mode") != "run":
+            raise ValidationError(f"cannot resume '{self.id}' v{version}: it is an optimize() record, not a run()")
+        return ResumePoint(version, plan, load_outcomes(store, self.id, version))
 
-        @contextlib.contextmanager
-        def session() -> Any:
-            for plugin in self.plugins:
-                plugin.before_run(self)
-            artifact_plugin = self.get_plugin(ArtifactPlugin)
-            with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
-                spec = RunSpec(
-                    name=self.id,
-                    datasource=self.datasource,
-                    pipeline=self.pipeline,
-                    initial_ctx=dict(setup_ctx.as_dict()),
-                    plugins=tuple(self._observer_plugins()),
-                    seeding=self.get_plugin(SeedPlugin).config(),
-                    replicates=replicates,
-                    cache_root=_cache_root(),
-                    mode=mode,
-                    version=getattr(artifact_plugin, "version", None),
-                    description=self.description,
-                )
-                executor, progress = self._executor()
-                executor.start(spec)
-                try:
-                    yield RunSession(self, spec, executor, progress)
-                finally:
-                    executor.stop()
-
-        return session()
-
-    def _after_run(self, result: Result) -> None:
+    @contextlib.contextmanager
+    def _session(
+        self,
+        mode: str,
+        replicates: int,
+        conditions: Mapping[str, Treatment | None],
+        *,
+        resume: ResumePoint | None = None,
+    ) -> Iterator[RunSession]:
+        """Claim (or reopen) a version, run hooks and step setup, freeze the spec, start the executor."""
+        artifact_plugin = self.get_plugin(ArtifactPlugin)
+        seed_plugin = self.get_plugin(SeedPlugin)
+        store = artifact_plugin.store()
+        if resume is not None:
+            version = resume.version
+        elif artifact_plugin.versioned:
+            version = claim_version(store, self.id)
+        else:
+            version = 0
+        artifact_plugin.bind(self.id, version)
         for plugin in self.plugins:
-            plugin.after_run(self, result)
+            plugin.before_run(self)
+        if resume is not None and seed_plugin.seed is None:
+            seed_plugin.root_seed = resume.plan["root_seed"]
+        with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
+            spec = RunSpec(
+                name=self.id,
+                datasource=self.datasource,
+                pipeline=self.pipeline,
+                initial_ctx=dict(setup_ctx.as_dict()),
+                plugins=tuple(self._observer_plugins()),
+                seeding=seed_plugin.config(),
+                replicates=replicates,
+                cache_root=_cache_root(),
+                mode=mode,
+                version=version,
+                description=self.description,
+            )
+            recorder = RunRecorder(store, self.id, version)
+            plan = build_plan(spec, conditions)
+            if resume is not None:
+                changes = plan_differences(resume.plan, plan)
+                if changes:
+                    raise ValidationError(
+                        f"cannot resume '{self.id}' v{version}: the experiment changed since it ran:\n  - "
+                        + "\n  - ".join(changes)
+                        + "\nRun without strategy='resume' to start a new version."
+                    )
+            else:
+                recorder.write_plan(plan)
+            executor, progress = self._executor()
+            executor.start(spec)
+            session = RunSession(self, spec, executor, progress, recorder)
+            try:
+                yield session
+            finally:
+                recorder.flush()
+                executor.stop()
 
     def __repr__(self) -> str:
         return (
@@ -326,11 +391,16 @@ def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
 
 
 def _cache_root() -> str:
-    import os
+    return cache_location()
 
-    from .cache import default_cache_root
 
-    return os.path.abspath(default_cache_root())
+@dataclass
+class ResumePoint:
+    """The version a resumed run continues, with its plan and recorded outcomes."""
+
+    version: int
+    plan: dict[str, Any]
+    outcomes: dict[tuple[str, int], Any]
 
 
 def _as_treatment(value: Any) -> Treatment:

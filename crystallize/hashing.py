@@ -161,7 +161,7 @@ def _feed_arrow_array(hasher: Any, array: Any) -> None:
     try:
         _feed(hasher, array.to_numpy(zero_copy_only=False))
         _feed(hasher, array.null_count)
-    except Exception:
+    except Exception:  # noqa: BLE001 - nested types have no NumPy view
         _feed(hasher, array.to_pylist())
 
 

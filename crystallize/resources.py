@@ -63,7 +63,7 @@ def _default_key(factory: Callable[..., Any]) -> str:
     _feed_code(hasher, code)
     try:
         _feed(hasher, [cell.cell_contents for cell in getattr(factory, "__closure__", None) or ()])
-    except Exception:  # an unhashable closure value: fall back to the code alone
+    except Exception:  # noqa: BLE001 - an unhashable closure value: fall back to the code alone
         pass
     return f"{base}#{hasher.hexdigest()}"
 

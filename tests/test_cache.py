@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import crystallize.cache
+import crystallize.store.codec
 import crystallize.engine.replicate
 from crystallize import (
     Experiment,
@@ -32,7 +33,18 @@ from crystallize import (
     pipeline_step,
     treatment,
 )
-from crystallize.cache import _decode, cache_key
+from crystallize.cache import cache_key
+from crystallize.store.codec import MAGIC, CorruptEntry, decode
+
+
+def _decode(blob: bytes) -> Any:
+    """The decoded entry, or None when the codec rejects it."""
+    try:
+        return decode(blob)
+    except CorruptEntry:
+        return None
+
+
 from crystallize.context import FrozenContext
 
 CALLS = "calls.log"
@@ -505,7 +517,7 @@ def _corrupt(path: Path, how: str) -> None:
         index = len(blob) - 5
         path.write_bytes(blob[:index] + bytes([blob[index] ^ 0x01]) + blob[index + 1 :])
     elif how == "flip-digest-byte":
-        index = len(crystallize.cache._MAGIC) + 3
+        index = len(MAGIC) + 3
         path.write_bytes(blob[:index] + bytes([blob[index] ^ 0x80]) + blob[index + 1 :])
     elif how == "empty":
         path.write_bytes(b"")
@@ -563,7 +575,7 @@ def test_encoding_failure_leaves_no_entry(monkeypatch: pytest.MonkeyPatch, caplo
     exp = experiment(by_replicate(), scale(), replicates=2)
     # a scoped patch: monkeypatch.undo() would also undo conftest's chdir
     with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="crystallize"):
-        patch.setattr(crystallize.cache.cloudpickle, "dumps", explode)
+        patch.setattr(crystallize.cache, "encode", explode)
         result = exp.run()
     no_errors(result)
     assert result.metrics.baseline.metrics["scaled"] == [0, 2]
@@ -576,19 +588,29 @@ def test_encoding_failure_leaves_no_entry(monkeypatch: pytest.MonkeyPatch, caplo
     assert hits(exp.run(), "scale") == 2
 
 
-class _FailingReplaceOs:
-    """``os`` for crystallize.cache only, whose rename fails after the temp file is written."""
+class _FailingMoveFs:
+    """A local filesystem whose move (the publishing rename) fails after the temp file is written."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
+        return getattr(self.real, name)
 
-    @staticmethod
-    def replace(src: Any, dst: Any) -> None:
+    def move(self, src: Any, dst: Any) -> None:
         raise OSError("disk went away")
 
 
 def test_failed_rename_removes_the_temp_file(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(crystallize.cache, "os", _FailingReplaceOs())
+    from crystallize.store.filesystem import Store
+
+    real_fs = Store.fs.fget
+
+    def failing_fs(self: Store) -> Any:
+        fs = real_fs(self)
+        return _FailingMoveFs(fs) if ".cache" in self.location else fs
+
+    monkeypatch.setattr(Store, "fs", property(failing_fs))
     with caplog.at_level(logging.WARNING, logger="crystallize"):
         result = experiment(by_replicate(), scale()).run()
     no_errors(result)

@@ -23,8 +23,16 @@ logger = logging.getLogger(__name__)
 class RunSession:
     """One run (or one whole ``optimize()``): the spec is frozen and shipped once, here."""
 
-    def __init__(self, experiment: Any, spec: RunSpec, executor: Executor, progress: bool | None) -> None:
+    def __init__(
+        self,
+        experiment: Any,
+        spec: RunSpec,
+        executor: Executor,
+        progress: bool | None,
+        recorder: Any = None,
+    ) -> None:
         self.experiment = experiment
+        self.recorder = recorder
         self.spec = spec
         self.executor = executor
         self.progress = progress
@@ -55,10 +63,19 @@ class RunSession:
         with bar, redirect:
             for outcome in self.executor.map(tasks, conditions):
                 fold.add(outcome)
+                if self.recorder is not None:
+                    self.recorder.record(outcome)
                 if not bar.disable:
                     bar.update(1)
                     if fold.failed != failed_before:
                         bar.set_postfix(failed=fold.failed - failed_before, refresh=False)
+
+    def finish(self, result: Any) -> None:
+        """Write the run records (``run.json`` last), then call every plugin's ``after_run``."""
+        if self.recorder is not None:
+            self.recorder.finish(result)
+        for plugin in self.experiment.plugins:
+            plugin.after_run(self.experiment, result)
 
     def provenance(self, conditions: Sequence[str], treatments: Mapping[str, Any]) -> dict[str, Any]:
         from .. import __version__

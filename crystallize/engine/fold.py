@@ -148,7 +148,7 @@ class RunFold:
                     _paired_samples(tm, paired),
                     treatment_name=name,
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad comparison must not hide the others
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 logger.warning("Hypothesis '%s' could not be verified for '%s': %s", hyp.name, name, exc)
         ranking = hyp.rank_treatments(results)

@@ -198,7 +198,7 @@ def _run_cached(
         artifacts = [(r.name, r.data) for r in ctx.artifacts.records[already:]]
         try:
             cache.save(step, key, CacheEntry(data=data, metrics=added, artifacts=artifacts))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
             logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
     return data, False
 
@@ -238,7 +238,7 @@ def run_awaitable(awaitable: Awaitable[Any]) -> Any:
     def target() -> None:
         try:
             result.append(asyncio.run(_as_coroutine(awaitable)))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
 
     worker = threading.Thread(target=target, name="crystallize-await")
@@ -322,7 +322,7 @@ class IsolatedGlobalRNG:
                 self._swap_out(outer)
             try:
                 send_value, error = (yield yielded), None
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
                 send_value, error = None, exc
 
 

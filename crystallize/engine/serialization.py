@@ -43,7 +43,7 @@ def dumps_conditions(conditions: Mapping[str, Any]) -> bytes:
         for name, treatment in conditions.items():
             try:
                 cloudpickle.dumps(treatment)
-            except Exception:
+            except Exception:  # noqa: BLE001 - pickling raises many types
                 raise SerializationError(f"treatment '{name}' cannot be pickled: {exc}. {_HINT}") from exc
         raise SerializationError(f"the treatments cannot be pickled: {exc}. {_HINT}") from exc
 
@@ -63,7 +63,7 @@ def find_unpicklable(spec: RunSpec) -> str | None:
     for label, part in _parts(spec):
         try:
             cloudpickle.dumps(part)
-        except Exception:
+        except Exception:  # noqa: BLE001 - probing which part fails
             return label
     return None
 

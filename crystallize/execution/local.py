@@ -213,7 +213,7 @@ class AsyncExecutor(Executor):
         def runner() -> None:
             try:
                 asyncio.run(main())
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 results.put(exc)
             finally:
                 results.put(done)

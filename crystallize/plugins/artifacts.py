@@ -1,168 +1,114 @@
-"""Artifacts and run records on disk: ``<root>/<experiment>/v<N>/...``.
+"""Artifacts in the data store: ``<experiment>/v<N>/replicate_<i>/<condition>/<step>/<name>``.
 
-Workers write each artifact as soon as its step finishes (atomically: temp file,
-then rename); the driver writes ``run.json`` and ``metrics.parquet`` at the end.
+Workers write each artifact as soon as its step finishes, atomically, straight to
+the store (a local folder, a shared mount or an object store URI). The driver
+claims the version and writes the run records (see ``crystallize.store.records``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..constants import METADATA_FILENAME
-from ..paths import check_relative, check_segment
+from ..store import layout
+from ..store.filesystem import Store
+from ..store.locations import data_location
+from ..store.records import prune_versions
 from .base import BasePlugin
 
 logger = logging.getLogger(__name__)
-_VERSION = re.compile(r"^v(\d+)$")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def list_versions(experiment_dir: Path) -> list[int]:
-    if not experiment_dir.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in experiment_dir.iterdir() if (m := _VERSION.match(p.name)))
-
-
-def claim_version(experiment_dir: Path) -> int:
-    """Create ``v<N>`` with N one past the highest; ``mkdir`` makes the claim atomic."""
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    candidate = max(list_versions(experiment_dir), default=-1) + 1
-    while True:
-        try:
-            (experiment_dir / f"v{candidate}").mkdir()
-            return candidate
-        except FileExistsError:
-            candidate += 1
 
 
 @dataclass
 class ArtifactPlugin(BasePlugin):
-    """Stores ``ctx.artifacts`` under ``root_dir/<experiment>/v<N>/replicate_<i>/<condition>/<step>/<name>``.
+    """Stores ``ctx.artifacts`` and the run records under ``root_dir``.
 
-    Every run claims a new ``v<N>`` (``versioned=False`` reuses ``v0``);
-    ``artifact_retention`` keeps only the newest N versions.
+    ``root_dir`` is a folder or a URI (``s3://bucket/prefix``); by default
+    ``$CRYSTALLIZE_DATA_URI``, else ``data``. Every run claims a new ``v<N>``
+    (``versioned=False`` reuses ``v0``); ``artifact_retention`` keeps the newest N versions.
     """
 
-    root_dir: str = "data"
+    root_dir: str | None = None
     versioned: bool = True
     artifact_retention: int | None = None
     version: int | None = field(default=None, init=False)
     experiment_id: str | None = field(default=None, init=False)
-    _root: str | None = field(default=None, init=False, repr=False)
+    location: str | None = field(default=None, init=False, repr=False)
+
+    def store(self) -> Store:
+        """The data store; its location is fixed (made absolute) on the driver."""
+        if self.location is None:
+            self.location = data_location(self.root_dir)
+        return Store(self.location)
+
+    def bind(self, experiment_id: str, version: int) -> None:
+        """Called by the engine once the run's version is known, before ``before_run``."""
+        self.store()
+        self.experiment_id = experiment_id
+        self.version = version
 
     def before_run(self, experiment: Any) -> None:
-        self.experiment_id = check_segment(experiment.id, "experiment name")
-        self._root = os.path.abspath(self.root_dir)
-        base = Path(self._root) / self.experiment_id
-        if self.versioned:
-            self.version = claim_version(base)
-        else:
-            self.version = 0
-            (base / "v0").mkdir(parents=True, exist_ok=True)
-        self._prune(base)
+        if self.artifact_retention and self.experiment_id is not None:
+            removed = prune_versions(self.store(), self.experiment_id, self.artifact_retention, protect=self.version)
+            if removed:
+                logger.info(
+                    "Removed versions %s of '%s' (artifact_retention=%d)",
+                    removed,
+                    self.experiment_id,
+                    self.artifact_retention,
+                )
 
     @property
-    def run_dir(self) -> Path | None:
-        if self._root is None or self.experiment_id is None or self.version is None:
+    def run_dir(self) -> str | None:
+        """The run's folder as a path or URI (``None`` before a run)."""
+        if self.experiment_id is None or self.version is None:
             return None
-        return Path(self._root) / self.experiment_id / f"v{self.version}"
+        return self.store().uri(layout.version_dir(self.experiment_id, self.version))
 
     def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
-        if not len(ctx.artifacts):
+        if not len(ctx.artifacts) or getattr(experiment, "mode", "run") == "apply":
             return
-        run_dir = self.run_dir
-        if run_dir is None or getattr(experiment, "mode", "run") == "apply":
+        if self.experiment_id is None or self.version is None:
             return
+        store = self._worker_store()
         for record in ctx.artifacts:
             if record.step_name != step.name or record.path is not None:
                 continue
-            check_relative(record.name, f"artifact name (step '{step.name}')")
-            dest = (
-                run_dir
-                / f"replicate_{ctx['replicate']}"
-                / check_segment(ctx["condition"], "condition name")
-                / check_segment(step.name, "step name")
-                / record.name
+            relative = layout.artifact(
+                self.experiment_id, self.version, ctx["replicate"], ctx["condition"], step.name, record.name
             )
-            write_atomic(dest, record.data)
-            record.path = str(dest)
+            store.write_bytes(relative, record.data)
+            record.path = store.uri(relative)
 
-    def after_run(self, experiment: Any, result: Any) -> None:
-        run_dir = self.run_dir
-        if run_dir is None or result is None:
-            return
-        record = {
-            "experiment": self.experiment_id,
-            "version": self.version,
-            "provenance": result.provenance,
-            "artifacts": {
-                condition: [entry.__dict__ for entry in entries] for condition, entries in result.artifacts.items()
-            },
-            "errors": {
-                condition: {str(rep): err.__dict__ for rep, err in errs.items()}
-                for condition, errs in result.errors.items()
-            },
-            "hypotheses": [
-                {"name": h.name, "results": h.results, "ranking": h.ranking, "dropped_pairs": h.dropped_pairs}
-                for h in result.metrics.hypotheses
-            ],
-        }
-        write_atomic(run_dir / METADATA_FILENAME, json.dumps(record, indent=2, default=_json_default).encode())
-        import pyarrow.parquet as pq
+    def _worker_store(self) -> Store:
+        cached = getattr(self, "_store_cache", None)
+        if cached is None:
+            cached = self.store()
+            object.__setattr__(self, "_store_cache", cached)
+        return cached
 
-        tmp = run_dir / ".metrics.parquet.tmp"
-        pq.write_table(result.to_arrow(), tmp)
-        os.replace(tmp, run_dir / "metrics.parquet")
-
-    def _prune(self, base: Path) -> None:
-        if not self.artifact_retention or self.artifact_retention < 1:
-            return
-        versions = list_versions(base)
-        for old in versions[: max(0, len(versions) - self.artifact_retention)]:
-            shutil.rmtree(base / f"v{old}", ignore_errors=True)
-            logger.info(
-                "Removed old artifact version %s/v%d (artifact_retention=%d)", base, old, self.artifact_retention
-            )
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return repr(value)
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_store_cache", None)
+        return state
 
 
 def load_metrics(experiment_dir: str | os.PathLike[str], version: int | None = None) -> tuple[int, Any]:
-    """``(version, table)``: the long-form metrics table of a stored run (latest by default)."""
+    """``(version, table)``: the long-form metrics table of a stored run (the latest by default)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    base = Path(experiment_dir)
+    from ..store.records import list_versions
+
+    text = os.fspath(experiment_dir).rstrip("/")
+    root, _, experiment = text.rpartition("/")
+    store = Store(data_location(root or "."))
     if version is None:
-        versions = list_versions(base)
+        versions = list_versions(store, experiment)
         if not versions:
-            raise FileNotFoundError(f"no runs stored under {base}")
+            raise FileNotFoundError(f"no runs stored under {text}")
         version = versions[-1]
-    return version, pq.read_table(base / f"v{version}" / "metrics.parquet")
+    blob = store.read_bytes(layout.run_file(experiment, version, layout.METRICS))
+    return version, pq.read_table(pa.BufferReader(blob))

@@ -1,0 +1,74 @@
+"""What a run promised to compute (its plan), and what would make resuming it wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..hashing import stable_hash
+from .plan import RunSpec
+
+
+def _safe_hash(value: Any) -> str:
+    try:
+        return stable_hash(value)
+    except Exception:  # noqa: BLE001 - unhashable values (models, clients): compare their keys only
+        return stable_hash(sorted(value)) if isinstance(value, Mapping) else "unhashable"
+
+
+def _step_fingerprint(step: Any) -> str:
+    try:
+        return step.fingerprint
+    except Exception:  # noqa: BLE001
+        return stable_hash(step.name, sorted(step.params))
+
+
+def build_plan(spec: RunSpec, conditions: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts a resumed run must share with the original, in JSON-friendly form."""
+    from .. import __version__
+
+    datasource = spec.datasource
+    return {
+        "experiment": spec.name,
+        "mode": spec.mode,
+        "replicates": spec.replicates,
+        "root_seed": spec.seeding.root_seed,
+        "auto_seed": spec.seeding.auto_seed,
+        "conditions": list(conditions),
+        "steps": [{"name": step.name, "fingerprint": _step_fingerprint(step)} for step in spec.pipeline.steps],
+        "datasource": {
+            "name": getattr(datasource, "name", type(datasource).__name__),
+            "fingerprint": getattr(datasource, "fingerprint", None) or stable_hash(type(datasource).__qualname__),
+        },
+        "treatments": {
+            name: (treatment.fingerprint if treatment is not None else None) for name, treatment in conditions.items()
+        },
+        "initial_ctx": _safe_hash(dict(spec.initial_ctx)),
+        "crystallize_version": __version__,
+    }
+
+
+_CHECKED = {
+    "steps": "the pipeline (step code or parameters)",
+    "datasource": "the datasource (code or parameters)",
+    "treatments": "the treatments (names or values)",
+    "conditions": "the conditions",
+    "initial_ctx": "initial_ctx (or what step setup() adds to it)",
+    "replicates": "the number of replicates",
+    "root_seed": "the seed",
+    "auto_seed": "SeedPlugin.auto_seed",
+}
+
+
+def plan_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human-readable list of what changed between the stored plan and this one."""
+    changes = []
+    for key, label in _CHECKED.items():
+        if stored.get(key) != current.get(key):
+            changes.append(f"{label}: {_short(stored.get(key))} -> {_short(current.get(key))}")
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."

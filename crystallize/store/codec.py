@@ -1,0 +1,173 @@
+"""Cache entry encoding: Arrow IPC for tables, arrays and DataFrames; cloudpickle for the rest.
+
+One entry is one object: ``MAGIC | header length | header JSON | body``. The header
+says how each part of the body is encoded and carries a SHA-256 of header+body
+and, when a key is set (``CRYSTALLIZE_CACHE_KEY``), an HMAC-SHA256. Nothing in
+the body is decoded (and nothing is unpickled) before those check out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+MAGIC = b"CRYSTALLIZE-CACHE-2\n"
+KEY_ENV = "CRYSTALLIZE_CACHE_KEY"
+
+
+class CorruptEntry(Exception):
+    """The bytes are not a valid, intact (and, with a key, authentic) entry."""
+
+
+@dataclass
+class CacheEntry:
+    data: Any
+    metrics: dict[str, list[Any]] = field(default_factory=dict)
+    artifacts: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def signing_key() -> bytes | None:
+    key = os.environ.get(KEY_ENV)
+    return key.encode("utf-8") if key else None
+
+
+def _encode_data(data: Any) -> tuple[dict[str, Any], bytes]:
+    """(description, bytes) of ``data``, Arrow where the type allows it."""
+    module = type(data).__module__ or ""
+    try:
+        if module == "numpy" and hasattr(data, "dtype") and getattr(data, "ndim", 0) > 0 and data.dtype.kind in "biuf":
+            import numpy as np
+            import pyarrow as pa
+
+            sink = pa.BufferOutputStream()
+            pa.ipc.write_tensor(pa.Tensor.from_numpy(np.ascontiguousarray(data)), sink)
+            return {"encoding": "arrow-tensor"}, sink.getvalue().to_pybytes()
+        if module.startswith("pyarrow"):
+            import pyarrow as pa
+
+            if isinstance(data, (pa.Table, pa.RecordBatch)):
+                kind = "arrow-table" if isinstance(data, pa.Table) else "arrow-batch"
+                return {"encoding": kind}, _ipc_stream(data)
+        if module.startswith("pandas") and type(data).__name__ == "DataFrame":
+            import pyarrow as pa
+
+            return {"encoding": "arrow-pandas"}, _ipc_stream(pa.Table.from_pandas(data, preserve_index=True))
+    except Exception:  # noqa: BLE001 - a type Arrow cannot hold goes through cloudpickle
+        pass
+    return {"encoding": "pickle"}, cloudpickle.dumps(data)
+
+
+def _ipc_stream(table: Any) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _decode_data(description: dict[str, Any], buffer: Any) -> Any:
+    encoding = description["encoding"]
+    if encoding == "pickle":
+        return cloudpickle.loads(buffer)
+    import pyarrow as pa
+
+    if encoding == "arrow-tensor":
+        return pa.ipc.read_tensor(pa.BufferReader(buffer)).to_numpy()
+    table = pa.ipc.open_stream(pa.BufferReader(buffer)).read_all()
+    if encoding == "arrow-table":
+        return table
+    if encoding == "arrow-batch":
+        return (
+            table.combine_chunks().to_batches()[0]
+            if table.num_rows
+            else pa.RecordBatch.from_pylist([], schema=table.schema)
+        )
+    if encoding == "arrow-pandas":
+        return table.to_pandas()
+    raise CorruptEntry(f"unknown data encoding {encoding!r}")
+
+
+def _encode_metrics(metrics: dict[str, list[Any]]) -> tuple[str, bytes]:
+    try:
+        return "json", json.dumps(metrics, allow_nan=True).encode()
+    except (TypeError, ValueError):
+        return "pickle", cloudpickle.dumps(metrics)
+
+
+def encode(entry: CacheEntry, key: bytes | None = None) -> bytes:
+    data_description, data_bytes = _encode_data(entry.data)
+    metrics_encoding, metrics_bytes = _encode_metrics(entry.metrics)
+    core = {
+        "data": {**data_description, "length": len(data_bytes)},
+        "metrics": {"encoding": metrics_encoding, "length": len(metrics_bytes)},
+        "artifacts": [{"name": name, "length": len(blob)} for name, blob in entry.artifacts],
+    }
+    body = io.BytesIO()
+    body.write(data_bytes)
+    body.write(metrics_bytes)
+    for _, blob in entry.artifacts:
+        body.write(blob)
+    body_bytes = body.getvalue()
+    canonical = json.dumps(core, sort_keys=True).encode()
+    header = dict(core, sha256=hashlib.sha256(canonical + body_bytes).hexdigest())
+    if key is not None:
+        header["hmac"] = hmac.new(key, canonical + body_bytes, hashlib.sha256).hexdigest()
+    header_bytes = json.dumps(header, sort_keys=True).encode()
+    return MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes + body_bytes
+
+
+def decode(blob: bytes, key: bytes | None = None) -> CacheEntry:
+    """The entry in ``blob``; raises :class:`CorruptEntry` unless it is intact (and signed by ``key``)."""
+    view = memoryview(blob)
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
+        raise CorruptEntry("not a cache entry (bad magic)")
+    (header_length,) = struct.unpack_from("<I", blob, len(MAGIC))
+    start = len(MAGIC) + 4
+    try:
+        header = json.loads(bytes(view[start : start + header_length]))
+        sha = header.pop("sha256")
+        signature = header.pop("hmac", None)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptEntry(f"unreadable header: {exc}") from exc
+    body = view[start + header_length :]
+    canonical = json.dumps(header, sort_keys=True).encode()
+    digest = hashlib.sha256()
+    digest.update(canonical)
+    digest.update(body)
+    if not hmac.compare_digest(digest.hexdigest(), str(sha)):
+        raise CorruptEntry("checksum mismatch (truncated or altered)")
+    if key is not None:
+        expected = hmac.new(key, canonical, hashlib.sha256)
+        expected.update(body)
+        if signature is None or not hmac.compare_digest(expected.hexdigest(), str(signature)):
+            raise CorruptEntry("signature does not match the cache key; entry not trusted")
+    try:
+        offset = 0
+        data_length = int(header["data"]["length"])
+        data = _decode_data(header["data"], body[offset : offset + data_length])
+        offset += data_length
+        metrics_length = int(header["metrics"]["length"])
+        metrics_bytes = bytes(body[offset : offset + metrics_length])
+        offset += metrics_length
+        metrics = (
+            json.loads(metrics_bytes) if header["metrics"]["encoding"] == "json" else cloudpickle.loads(metrics_bytes)
+        )
+        artifacts = []
+        for item in header["artifacts"]:
+            length = int(item["length"])
+            artifacts.append((str(item["name"]), bytes(body[offset : offset + length])))
+            offset += length
+    except CorruptEntry:
+        raise
+    except Exception as exc:
+        raise CorruptEntry(f"cannot decode: {type(exc).__name__}: {exc}") from exc
+    return CacheEntry(data=data, metrics=metrics, artifacts=artifacts)

@@ -1,0 +1,169 @@
+"""Run records: what a run set out to do, every finished replicate as it finishes, and the final summary.
+
+``plan.json`` is written before the first task, outcome parts while the run goes
+(each part an Arrow IPC file, published atomically), ``metrics.parquet`` and then
+``run.json`` at the end: a version with ``run.json`` finished; one without it was
+interrupted and can be resumed from its outcome parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import cloudpickle
+
+from ..engine.plan import ReplicateOutcome
+from . import layout
+from .filesystem import Store
+
+logger = logging.getLogger(__name__)
+
+
+def json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if hasattr(value, "__dict__"):
+        return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    return repr(value)
+
+
+def dumps_json(value: Any) -> bytes:
+    return json.dumps(value, indent=2, default=json_default, allow_nan=True).encode()
+
+
+def list_versions(store: Store, experiment: str) -> list[int]:
+    names = store.list_dir(layout.experiment_dir(experiment))
+    return sorted(v for v in (layout.parse_version(n) for n in names) if v is not None)
+
+
+def claim_version(store: Store, experiment: str) -> int:
+    """The next free ``v<N>``, claimed atomically: concurrent runs never share a version."""
+    candidate = max(list_versions(store, experiment), default=-1) + 1
+    while not store.claim(layout.version_dir(experiment, candidate)):
+        candidate += 1
+    return candidate
+
+
+def prune_versions(store: Store, experiment: str, keep: int, protect: int | None = None) -> list[int]:
+    """Delete all but the newest ``keep`` versions (``protect`` always stays); returns what was removed."""
+    versions = list_versions(store, experiment)
+    kept = set(versions[-keep:]) if keep > 0 else set()
+    doomed = [v for v in versions if v not in kept and v != protect]
+    for version in doomed:
+        store.delete(layout.version_dir(experiment, version))
+    return doomed
+
+
+class RunRecorder:
+    """Writes the records of one version; outcomes are flushed in small atomic parts."""
+
+    def __init__(self, store: Store, experiment: str, version: int, *, flush_seconds: float = 0.2) -> None:
+        self.store = store
+        self.experiment = experiment
+        self.version = version
+        self.flush_seconds = flush_seconds
+        self._buffer: list[ReplicateOutcome] = []
+        self._last_flush = 0.0
+        self.parts_written = 0
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.PLAN), dumps_json(plan))
+
+    def record(self, outcome: ReplicateOutcome) -> None:
+        self._buffer.append(outcome)
+        now = time.monotonic()
+        if now - self._last_flush >= self.flush_seconds or len(self._buffer) >= 5000:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        import pyarrow as pa
+
+        outcomes, self._buffer = self._buffer, []
+        table = pa.table(
+            {
+                "condition": pa.array([o.condition for o in outcomes], pa.string()),
+                "replicate": pa.array([o.replicate for o in outcomes], pa.int64()),
+                "ok": pa.array([o.error is None for o in outcomes], pa.bool_()),
+                "outcome": pa.array([cloudpickle.dumps(o) for o in outcomes], pa.binary()),
+            }
+        )
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.arrow"
+        self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), sink.getvalue().to_pybytes())
+        self._last_flush = time.monotonic()
+        self.parts_written += 1
+
+    def finish(self, result: Any) -> None:
+        """Flush, then write ``metrics.parquet`` and, last, ``run.json`` (the mark of a finished run)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.flush()
+        sink = pa.BufferOutputStream()
+        pq.write_table(result.to_arrow(), sink)
+        self.store.write_bytes(
+            layout.run_file(self.experiment, self.version, layout.METRICS), sink.getvalue().to_pybytes()
+        )
+        record = {
+            "experiment": self.experiment,
+            "version": self.version,
+            "provenance": result.provenance,
+            "artifacts": {c: [vars(e) for e in entries] for c, entries in result.artifacts.items()},
+            "errors": {c: {str(r): vars(e) for r, e in errs.items()} for c, errs in result.errors.items()},
+            "hypotheses": [
+                {
+                    "name": h.name,
+                    "results": h.results,
+                    "ranking": h.ranking,
+                    "dropped_pairs": h.dropped_pairs,
+                    "errors": h.errors,
+                }
+                for h in result.metrics.hypotheses
+            ],
+        }
+        self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.RUN_RECORD), dumps_json(record))
+
+
+def read_json(store: Store, relative: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(store.read_bytes(relative))
+    except FileNotFoundError:
+        return None
+
+
+def load_outcomes(store: Store, experiment: str, version: int) -> dict[tuple[str, int], ReplicateOutcome]:
+    """Every recorded outcome of a version; a later record of the same task replaces an earlier one."""
+    import pyarrow as pa
+
+    folder = f"{layout.version_dir(experiment, version)}/{layout.OUTCOMES}"
+    outcomes: dict[tuple[str, int], ReplicateOutcome] = {}
+    for name in store.list_dir(folder):
+        if not name.startswith("part-") or not name.endswith(".arrow"):
+            continue
+        try:
+            blob = store.read_bytes(f"{folder}/{name}")
+            table = pa.ipc.open_file(pa.BufferReader(blob)).read_all()
+        except Exception as exc:  # noqa: BLE001 - a damaged part costs its replicates a rerun, nothing more
+            logger.warning("Skipping unreadable outcome record %s/%s: %s", folder, name, exc)
+            continue
+        for payload in table.column("outcome").to_pylist():
+            outcome = cloudpickle.loads(payload)
+            outcomes[(outcome.condition, outcome.replicate)] = outcome
+    return outcomes
+
+
+def iter_ok(outcomes: Iterable[ReplicateOutcome]) -> list[ReplicateOutcome]:
+    return [o for o in outcomes if o.error is None]
