@@ -33,6 +33,7 @@ from .plugins.execution import AsyncExecution, ExecutionPlugin, ParallelExecutio
 from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
+from .runs import load_run
 from .steps import PipelineStep, exit_step
 from .treatment import Treatment
 
@@ -83,6 +84,7 @@ __all__ = [
     "exit_step",
     "hypothesis",
     "inject_from_ctx",
+    "load_run",
     "pipeline",
     "pipeline_step",
     "resource_factory",

@@ -28,6 +28,7 @@ class ExperimentBuilder:
         self._description: str | None = None
         self._initial_ctx: dict[str, Any] = {}
         self._outputs: list[Any] = []
+        self._strategy: str | None = None
 
     def name(self, name: str) -> ExperimentBuilder:
         self._name = name
@@ -73,6 +74,11 @@ class ExperimentBuilder:
         self._outputs = list(outputs)
         return self
 
+    def strategy(self, strategy: str) -> ExperimentBuilder:
+        """Default for ``run()``: ``"rerun"`` (a new version) or ``"resume"`` (finish the latest one)."""
+        self._strategy = strategy
+        return self
+
     def build(self) -> Experiment:
         if self._datasource is None:
             from .errors import ValidationError
@@ -90,5 +96,6 @@ class ExperimentBuilder:
             hypotheses=self._hypotheses,
             replicates=self._replicates,
         )
+        experiment.strategy = self._strategy
         experiment.validate()
         return experiment

@@ -63,8 +63,9 @@ class _ConditionFold:
 class RunFold:
     """Accumulates outcomes of one run (or one optimize trial) in completion order."""
 
-    def __init__(self, conditions: Sequence[str]) -> None:
+    def __init__(self, conditions: Sequence[str], *, log_failures: bool = True) -> None:
         self.conditions = list(conditions)
+        self.log_failures = log_failures
         self._folds = {name: _ConditionFold() for name in self.conditions}
         self.completed = 0
         self.failed = 0
@@ -83,7 +84,9 @@ class RunFold:
         self.completed += 1
         if outcome.error is not None:
             self.failed += 1
-            if self.failed <= 5:
+            if not self.log_failures:
+                pass
+            elif self.failed <= 5:
                 logger.warning("Replicate failed: %s", outcome.error)
             elif self.failed == 6:
                 logger.warning("More replicates failed; see Result.errors for all of them.")

@@ -64,8 +64,30 @@ def plan_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> l
     """Human-readable list of what changed between the stored plan and this one."""
     changes = []
     for key, label in _CHECKED.items():
-        if stored.get(key) != current.get(key):
-            changes.append(f"{label}: {_short(stored.get(key))} -> {_short(current.get(key))}")
+        before, after = stored.get(key), current.get(key)
+        if before == after:
+            continue
+        if key == "treatments" and isinstance(before, Mapping) and isinstance(after, Mapping):
+            for name in sorted(set(before) | set(after)):
+                if name not in after:
+                    changes.append(f"treatment '{name}' was removed")
+                elif name not in before:
+                    changes.append(f"treatment '{name}' was added")
+                elif before[name] != after[name]:
+                    changes.append(f"treatment '{name}' changed its values")
+        elif key == "steps" and isinstance(before, list) and isinstance(after, list):
+            old = [s.get("name") for s in before]
+            new = [s.get("name") for s in after]
+            if old != new:
+                changes.append(f"the pipeline's steps: {' -> '.join(old)} became {' -> '.join(new)}")
+            else:
+                changes.extend(
+                    f"step '{a['name']}' changed (its code or parameters)"
+                    for a, b in zip(after, before, strict=True)
+                    if a != b
+                )
+        else:
+            changes.append(f"{label}: {_short(before)} -> {_short(after)}")
     return changes
 
 
