@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import crystallize.cache
-import crystallize.store.codec
 import crystallize.engine.replicate
+import crystallize.store.codec
 from crystallize import (
     Experiment,
     ParallelExecution,
@@ -34,6 +34,7 @@ from crystallize import (
     treatment,
 )
 from crystallize.cache import cache_key
+from crystallize.context import FrozenContext
 from crystallize.store.codec import MAGIC, CorruptEntry, decode
 
 
@@ -44,8 +45,6 @@ def _decode(blob: bytes) -> Any:
     except CorruptEntry:
         return None
 
-
-from crystallize.context import FrozenContext
 
 CALLS = "calls.log"
 

@@ -60,8 +60,11 @@ class RunSession:
         )
         redirect = logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
         failed_before = fold.failed
+        artifact_writer = self._driver_side_artifact_writer()
         with bar, redirect:
             for outcome in self.executor.map(tasks, conditions):
+                if artifact_writer is not None and outcome.artifacts:
+                    artifact_writer(outcome)
                 fold.add(outcome)
                 if self.recorder is not None:
                     self.recorder.record(outcome)
@@ -69,6 +72,14 @@ class RunSession:
                     bar.update(1)
                     if fold.failed != failed_before:
                         bar.set_postfix(failed=fold.failed - failed_before, refresh=False)
+
+    def _driver_side_artifact_writer(self) -> Any:
+        if not getattr(self.executor, "spec", self.spec).artifacts_via_driver:
+            return None
+        for plugin in self.experiment.plugins:
+            if hasattr(plugin, "store_from_driver"):
+                return plugin.store_from_driver
+        return None
 
     def finish(self, result: Any) -> None:
         """Write the run records (``run.json`` last), then call every plugin's ``after_run``."""

@@ -52,6 +52,7 @@ class RunSpec:
     mode: str = "run"
     version: int | None = None
     description: str | None = None
+    artifacts_via_driver: bool = False
 
     @property
     def id(self) -> str:
@@ -76,6 +77,8 @@ class ErrorRecord:
     traceback: str
     condition: str = BASELINE_CONDITION
     replicate: int = 0
+    exception_types: tuple[str, ...] = ()
+    attempts: int = 1
 
     @property
     def step(self) -> str:
@@ -97,6 +100,7 @@ class ArtifactEntry:
     size: int
     checksum: str
     path: str | None = None
+    data: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

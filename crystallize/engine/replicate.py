@@ -139,6 +139,7 @@ def replicate_program(
             traceback=traceback.format_exc(),
             condition=task.condition,
             replicate=task.replicate,
+            exception_types=tuple(f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__),
         )
         logger.debug("replicate failed: %s", error)
         outcome = ReplicateOutcome(
@@ -147,7 +148,7 @@ def replicate_program(
             seed=seed,
             metrics=ctx.metrics.snapshot() if ctx is not None else {},
             steps=step_records,
-            artifacts=_manifest(ctx),
+            artifacts=_manifest(ctx, spec.artifacts_via_driver),
             error=error,
             seconds=time.perf_counter() - started,
         )
@@ -158,7 +159,7 @@ def replicate_program(
         seed=seed,
         metrics=ctx.metrics.snapshot(),
         steps=step_records,
-        artifacts=_manifest(ctx),
+        artifacts=_manifest(ctx, spec.artifacts_via_driver),
         seconds=time.perf_counter() - started,
     )
     return outcome, data
@@ -203,7 +204,7 @@ def _run_cached(
     return data, False
 
 
-def _manifest(ctx: FrozenContext | None) -> list[ArtifactEntry]:
+def _manifest(ctx: FrozenContext | None, keep_bytes: bool = False) -> list[ArtifactEntry]:
     if ctx is None or not len(ctx.artifacts):
         return []
     return [
@@ -212,7 +213,8 @@ def _manifest(ctx: FrozenContext | None) -> list[ArtifactEntry]:
             name=record.name,
             size=len(record.data),
             checksum=hashlib.sha256(record.data).hexdigest(),
-            path=getattr(record, "path", None),
+            path=record.path,
+            data=record.data if keep_bytes and record.path is None else None,
         )
         for record in ctx.artifacts
     ]

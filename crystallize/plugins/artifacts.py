@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..store import layout
@@ -70,6 +70,8 @@ class ArtifactPlugin(BasePlugin):
     def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
         if not len(ctx.artifacts) or getattr(experiment, "mode", "run") == "apply":
             return
+        if getattr(experiment, "artifacts_via_driver", False):
+            return  # the bytes ride back in the outcome; the driver writes them (store_from_driver)
         if self.experiment_id is None or self.version is None:
             return
         store = self._worker_store()
@@ -81,6 +83,20 @@ class ArtifactPlugin(BasePlugin):
             )
             store.write_bytes(relative, record.data)
             record.path = store.uri(relative)
+
+    def store_from_driver(self, outcome: Any) -> None:
+        """Write artifacts whose bytes came back in ``outcome`` (workers could not reach the store)."""
+        if self.experiment_id is None or self.version is None:
+            return
+        store = self._worker_store()
+        for index, entry in enumerate(outcome.artifacts):
+            if entry.data is None:
+                continue
+            relative = layout.artifact(
+                self.experiment_id, self.version, outcome.replicate, outcome.condition, entry.step, entry.name
+            )
+            store.write_bytes(relative, entry.data)
+            outcome.artifacts[index] = replace(entry, path=store.uri(relative), data=None)
 
     def _worker_store(self) -> Store:
         cached = getattr(self, "_store_cache", None)

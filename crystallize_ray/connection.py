@@ -1,0 +1,103 @@
+"""Getting a Ray to run on: a private local one, a cluster by address, or the one already up.
+
+Rule: never shut down a Ray this package did not start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+from typing import Any
+from urllib.parse import urlparse
+
+from crystallize.errors import ExecutionError
+
+logger = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+_STARTED_HERE = False
+CONNECT_TIMEOUT_SECONDS = 30.0
+
+
+def started_here() -> bool:
+    """Whether this process started the Ray it is connected to."""
+    return _STARTED_HERE
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Fail fast, naming the address, when nothing listens there (Ray itself would retry for minutes)."""
+    text = address if "://" in address else f"tcp://{address}"
+    parsed = urlparse(text)
+    host, port = parsed.hostname, parsed.port
+    if host is None or port is None:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        raise ExecutionError(
+            f"Cannot reach a Ray cluster at {address!r}: {exc}. Check the address (ray://HOST:10001 for "
+            "Ray Client, HOST:6379 from inside the cluster), that the head node runs, and the firewall."
+        ) from exc
+
+
+def ensure_connected(
+    address: str | None,
+    *,
+    runtime_env: dict[str, Any] | None = None,
+    init_kwargs: dict[str, Any] | None = None,
+    timeout: float = CONNECT_TIMEOUT_SECONDS,
+) -> str:
+    """Connect (or start) Ray once per process; returns how: ``existing``, ``local`` or the address."""
+    global _STARTED_HERE
+    import ray
+
+    with _LOCK:
+        if ray.is_initialized():
+            return "existing"
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        options: dict[str, Any] = {"configure_logging": False, "log_to_driver": True}
+        if runtime_env:
+            options["runtime_env"] = runtime_env
+        options.update(init_kwargs or {})
+        if address in (None, "local"):
+            options.setdefault("include_dashboard", False)
+            options.setdefault("_node_ip_address", "127.0.0.1")
+            options.setdefault("_temp_dir", tempfile.mkdtemp(prefix="cray-"))
+            logger.info("Starting a private local Ray (temp dir %s)", options["_temp_dir"])
+            ray.init(**options)
+            _STARTED_HERE = True
+            return "local"
+        if address != "auto":
+            _probe(address, min(timeout, 10.0))
+        errors: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                ray.init(address=address, **options)
+            except BaseException as exc:  # noqa: BLE001 - reported below with the address
+                errors.append(exc)
+
+        worker = threading.Thread(target=connect, name="crystallize-ray-connect", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise ExecutionError(f"Connecting to the Ray cluster at {address!r} did not finish within {timeout:.0f} s")
+        if errors:
+            raise ExecutionError(f"Cannot connect to the Ray cluster at {address!r}: {errors[0]}") from errors[0]
+        logger.info("Connected to the Ray cluster at %s", address)
+        return address
+
+
+def shutdown_if_started_here() -> None:
+    """Shut down Ray only when this process started it."""
+    global _STARTED_HERE
+    import ray
+
+    with _LOCK:
+        if _STARTED_HERE and ray.is_initialized():
+            ray.shutdown()
+        _STARTED_HERE = False

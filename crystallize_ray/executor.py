@@ -1,0 +1,239 @@
+"""``RayExecutor``: batches of replicates as Ray tasks, streamed back with ``ray.wait``.
+
+The spec is ``ray.put`` once per run; each task carries a batch of
+``(condition, replicate)`` pairs. Batches adapt to replicate duration (aiming at
+``target_task_seconds`` per task), at most ``max_in_flight`` are outstanding, so
+driver memory stays flat however many replicates there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from crystallize.engine.batching import batch_size_for
+from crystallize.engine.plan import Conditions, ReplicateOutcome, ReplicateTask, RunSpec
+from crystallize.engine.serialization import dumps_conditions, dumps_spec
+from crystallize.errors import ExecutionError
+from crystallize.execution.base import Executor
+
+from .connection import ensure_connected
+from .errors import environment_broken, failed_batch
+from .worker import remote_run_batch
+
+logger = logging.getLogger(__name__)
+
+
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        memory: int | None = None,
+        resources: Mapping[str, float] | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        batch_size: int | None = None,
+        max_retries: int = 3,
+        retry_exceptions: Sequence[type[BaseException] | str] = (),
+        max_in_flight: int | None = None,
+        target_task_seconds: float = 0.05,
+        init_kwargs: dict[str, Any] | None = None,
+        check_resources: bool = True,
+    ) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.memory = memory
+        self.resources = dict(resources or {})
+        self.runtime_env = runtime_env
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self.retry_types = tuple(
+            t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}" for t in retry_exceptions
+        )
+        self.max_in_flight = max_in_flight
+        self.target_task_seconds = target_task_seconds
+        self.init_kwargs = init_kwargs
+        self.check_resources = check_resources
+        self.connected_as: str | None = None
+        self._spec_ref: Any = None
+        self._spec_id: str = ""
+        self._pending: dict[Any, list[tuple[str, int]]] = {}
+        self._seconds_per_replicate: float | None = None
+        self.startup_seconds = 0.0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _request(self) -> dict[str, float]:
+        request = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus), **self.resources}
+        if self.memory:
+            request["memory"] = float(self.memory)
+        return {k: v for k, v in request.items() if v}
+
+    def _check_feasible(self) -> None:
+        import ray
+
+        request = self._request()
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(all(node.get(k, 0.0) >= v for k, v in request.items()) for node in nodes):
+            return
+        biggest = max(nodes, key=lambda n: n.get("CPU", 0.0), default={})
+        shown = {k: v for k, v in biggest.items() if not k.startswith("node:") and "object_store" not in k}
+        raise ExecutionError(
+            f"No node in the Ray cluster can run a replicate that needs {request}; the largest node has "
+            f"{shown}. Lower num_cpus/num_gpus/memory/resources of RayExecution, or add nodes "
+            "(pass check_resources=False if an autoscaler will add them)."
+        )
+
+    def parallelism(self) -> int:
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 1.0)
+        per_task = self.num_cpus or 1.0
+        slots = int(cpus // per_task) if per_task else int(cpus)
+        if self.num_gpus:
+            slots = min(slots, int(ray.cluster_resources().get("GPU", 0.0) // self.num_gpus))
+        return max(1, slots)
+
+    def node_count(self) -> int:
+        import ray
+
+        return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+    def start(self, spec: RunSpec) -> None:
+        import ray
+
+        started = time.perf_counter()
+        blob = dumps_spec(spec)  # pickling problems surface here, before anything is submitted
+        self.connected_as = ensure_connected(self.address, runtime_env=self.runtime_env, init_kwargs=self.init_kwargs)
+        self.startup_seconds = time.perf_counter() - started
+        if self.check_resources:
+            self._check_feasible()
+        if self.node_count() > 1 and spec_has_local_store(spec):
+            spec = replace(spec, artifacts_via_driver=True, cache_root=None)
+            logger.info(
+                "The data store is a local folder and the cluster has %d nodes: artifacts travel back to the "
+                "driver through the object store and the driver writes them; the step cache is not persisted "
+                "(use a shared store such as s3://... for both).",
+                self.node_count(),
+            )
+            blob = dumps_spec(spec)
+        self.spec = spec
+        self._spec_ref = ray.put(blob)
+        self._spec_id = uuid.uuid4().hex
+
+    # -- running ---------------------------------------------------------------------------
+    def _in_flight_limit(self) -> int:
+        return self.max_in_flight or max(4, self.parallelism() * 4)
+
+    def _next_batch_size(self, remaining: int, total: int) -> int:
+        if self.batch_size:
+            return self.batch_size
+        workers = self.parallelism()
+        if self._seconds_per_replicate is None:
+            return batch_size_for(total, workers, per_worker=8, cap=64)
+        ideal = self.target_task_seconds / max(self._seconds_per_replicate, 1e-7)
+        tail = math.ceil(remaining / (workers * 2))
+        return max(1, min(int(ideal), 4096, tail))
+
+    def _learn(self, outcomes: Sequence[ReplicateOutcome]) -> None:
+        if not outcomes:
+            return
+        mean = sum(o.seconds for o in outcomes) / len(outcomes)
+        previous = self._seconds_per_replicate
+        self._seconds_per_replicate = mean if previous is None else 0.7 * previous + 0.3 * mean
+
+    def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
+        import ray
+
+        if self._spec_ref is None:
+            raise ExecutionError("RayExecutor.map() before start()")
+        conditions_ref = ray.put(dumps_conditions(conditions))
+        conditions_id = uuid.uuid4().hex
+        queue = deque((t.condition, t.replicate) for t in tasks)
+        total = len(queue)
+        remote = remote_run_batch().options(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            memory=self.memory,
+            resources=self.resources or None,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+        )
+        limit = self._in_flight_limit()
+
+        def submit() -> None:
+            while queue and len(self._pending) < limit:
+                size = self._next_batch_size(len(queue), total)
+                batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+                ref = remote.remote(
+                    self._spec_id,
+                    [self._spec_ref],
+                    conditions_id,
+                    [conditions_ref],
+                    batch,
+                    self.retry_types,
+                    self.max_retries if self.retry_types else 0,
+                )
+                self._pending[ref] = batch
+
+        submit()
+        while self._pending:
+            ready, _ = ray.wait(list(self._pending), num_returns=1)
+            for ref in ready:
+                batch = self._pending.pop(ref)
+                try:
+                    outcomes = ray.get(ref)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - Ray's errors become error records here
+                    if environment_broken(exc):
+                        raise ExecutionError(
+                            "Ray workers cannot load Crystallize or your code: "
+                            f"{str(exc).strip().splitlines()[-1][:300]}. Install the package on every node, or "
+                            "ship it with RayExecution(runtime_env={'py_modules': [...]} or {'pip': [...]} or "
+                            "{'working_dir': '.'})."
+                        ) from exc
+                    logger.warning("A batch of %d replicate(s) failed in Ray: %s", len(batch), exc)
+                    outcomes = failed_batch(batch, exc, self.max_retries + 1)
+                self._learn(outcomes)
+                submit()
+                yield from outcomes
+
+    def stop(self) -> None:
+        import ray
+
+        pending, self._pending = self._pending, {}
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - a finished or lost task cannot be cancelled; nothing to do
+                pass
+        self._spec_ref = None
+
+    def describe(self) -> dict[str, Any]:
+        import ray
+
+        info: dict[str, Any] = {"executor": self.name, "connected_as": self.connected_as}
+        if ray.is_initialized():
+            info.update(parallelism=self.parallelism(), nodes=self.node_count())
+        info["startup_seconds"] = round(self.startup_seconds, 3)
+        return info
+
+
+def spec_has_local_store(spec: RunSpec) -> bool:
+    """Whether artifacts would go to a local folder (invisible to other nodes)."""
+    for plugin in spec.plugins:
+        location = getattr(plugin, "location", None)
+        if location is not None and hasattr(plugin, "store"):
+            return plugin.store().is_local
+    return False

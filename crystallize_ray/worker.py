@@ -1,0 +1,77 @@
+"""Worker side: the one module-level remote function, and a per-process cache of run specs.
+
+A task carries only a batch of ``(condition, replicate)`` pairs and two small ids;
+the spec is fetched from the object store once per worker process and kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from crystallize.engine.plan import ReplicateOutcome, ReplicateTask
+from crystallize.engine.replicate import PreparedSpec, run_replicate
+from crystallize.engine.serialization import loads
+
+_SPECS: OrderedDict[str, PreparedSpec] = OrderedDict()
+_CONDITIONS: OrderedDict[str, Any] = OrderedDict()
+_KEEP = 4
+
+
+def _cached(cache: OrderedDict[str, Any], key: str, box: Sequence[Any], build: Any) -> Any:
+    value = cache.get(key)
+    if value is None:
+        import ray
+
+        value = build(loads(ray.get(box[0])))
+        cache[key] = value
+        while len(cache) > _KEEP:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return value
+
+
+def _should_retry(outcome: ReplicateOutcome, retry_types: Sequence[str]) -> bool:
+    return outcome.error is not None and any(t in retry_types for t in outcome.error.exception_types)
+
+
+def run_batch(
+    spec_id: str,
+    spec_box: Sequence[Any],
+    conditions_id: str,
+    conditions_box: Sequence[Any],
+    tasks: Sequence[tuple[str, int]],
+    retry_types: Sequence[str] = (),
+    retry_limit: int = 0,
+) -> list[ReplicateOutcome]:
+    """Run ``tasks`` in order; replicates failing with a listed exception type are retried here."""
+    prepared = _cached(_SPECS, spec_id, spec_box, PreparedSpec.of)
+    conditions = _cached(_CONDITIONS, conditions_id, conditions_box, lambda value: value)
+    outcomes = []
+    for condition, replicate in tasks:
+        task = ReplicateTask(condition, replicate)
+        outcome = run_replicate(prepared, conditions, task)
+        attempts = 1
+        while attempts <= retry_limit and _should_retry(outcome, retry_types):
+            outcome = run_replicate(prepared, conditions, task)
+            attempts += 1
+        if outcome.error is not None and attempts > 1:
+            outcome.error = dataclasses.replace(outcome.error, attempts=attempts)
+        outcomes.append(outcome)
+    return outcomes
+
+
+_REMOTE: Any = None
+
+
+def remote_run_batch() -> Any:
+    """The remote version of :func:`run_batch`, made once per process; vary it with ``.options()``."""
+    global _REMOTE
+    if _REMOTE is None:
+        import ray
+
+        _REMOTE = ray.remote(run_batch)
+    return _REMOTE
