@@ -14,7 +14,7 @@ from typing import Any
 from .errors import CacheError
 from .hashing import stable_hash
 from .store import layout
-from .store.codec import CacheEntry, CorruptEntry, decode, encode, signing_key
+from .store.codec import CacheEntry, CorruptEntry, decode, encode_parts, signing_key
 from .store.filesystem import Store
 from .store.locations import cache_location
 
@@ -68,5 +68,5 @@ class StepCache:
             return None
 
     def save(self, step: Any, key: str, entry: CacheEntry) -> None:
-        blob = encode(entry, self.key)
-        self.store.write_bytes(layout.cache_entry(step.fingerprint, key), blob)
+        parts = encode_parts(entry, self.key)
+        self.store.write_bytes(layout.cache_entry(step.fingerprint, key), parts)

@@ -132,13 +132,9 @@ class RayExecutor(Executor):
         self._spec_id = uuid.uuid4().hex
 
     # -- running ---------------------------------------------------------------------------
-    def _in_flight_limit(self) -> int:
-        return self.max_in_flight or max(4, self.parallelism() * 4)
-
-    def _next_batch_size(self, remaining: int, total: int) -> int:
+    def _next_batch_size(self, remaining: int, total: int, workers: int) -> int:
         if self.batch_size:
             return self.batch_size
-        workers = self.parallelism()
         if self._seconds_per_replicate is None:
             return batch_size_for(total, workers, per_worker=8, cap=64)
         ideal = self.target_task_seconds / max(self._seconds_per_replicate, 1e-7)
@@ -169,11 +165,12 @@ class RayExecutor(Executor):
             max_retries=self.max_retries,
             retry_exceptions=False,
         )
-        limit = self._in_flight_limit()
+        workers = self.parallelism()
+        limit = self.max_in_flight or max(4, workers * 4)
 
         def submit() -> None:
             while queue and len(self._pending) < limit:
-                size = self._next_batch_size(len(queue), total)
+                size = self._next_batch_size(len(queue), total, workers)
                 batch = [queue.popleft() for _ in range(min(size, len(queue)))]
                 ref = remote.remote(
                     self._spec_id,
@@ -195,7 +192,7 @@ class RayExecutor(Executor):
                     outcomes = ray.get(ref)
                 except (KeyboardInterrupt, SystemExit):
                     raise
-                except Exception as exc:  # noqa: BLE001 - Ray's errors become error records here
+                except Exception as exc:
                     if environment_broken(exc):
                         raise ExecutionError(
                             "Ray workers cannot load Crystallize or your code: "

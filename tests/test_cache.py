@@ -574,7 +574,7 @@ def test_encoding_failure_leaves_no_entry(monkeypatch: pytest.MonkeyPatch, caplo
     exp = experiment(by_replicate(), scale(), replicates=2)
     # a scoped patch: monkeypatch.undo() would also undo conftest's chdir
     with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="crystallize"):
-        patch.setattr(crystallize.cache, "encode", explode)
+        patch.setattr(crystallize.cache, "encode_parts", explode)
         result = exp.run()
     no_errors(result)
     assert result.metrics.baseline.metrics["scaled"] == [0, 2]

@@ -103,8 +103,7 @@ class ArtifactEntry:
     data: bytes | None = field(default=None, repr=False, compare=False)
 
 
-@dataclass(frozen=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     step: str
     seconds: float
     cache_hit: bool = False
@@ -130,3 +129,35 @@ class ReplicateOutcome:
     @property
     def task(self) -> ReplicateTask:
         return ReplicateTask(self.condition, self.replicate)
+
+    def __reduce__(self) -> Any:
+        # Plain tuples pickle and unpickle several times faster than dataclass state; outcomes
+        # cross process boundaries by the million.
+        return (
+            _outcome_from_state,
+            (
+                self.condition,
+                self.replicate,
+                self.seed,
+                self.metrics,
+                [tuple(s) for s in self.steps],
+                self.artifacts,
+                self.error,
+                self.seconds,
+            ),
+        )
+
+
+def _outcome_from_state(
+    condition: str,
+    replicate: int,
+    seed: int | None,
+    metrics: dict[str, list[Any]],
+    steps: list[tuple[str, float, bool]],
+    artifacts: list[ArtifactEntry],
+    error: ErrorRecord | None,
+    seconds: float,
+) -> ReplicateOutcome:
+    return ReplicateOutcome(
+        condition, replicate, seed, metrics, [StepRecord(*s) for s in steps], artifacts, error, seconds
+    )

@@ -162,10 +162,14 @@ class ProcessExecutor(Executor):
             ) from exc
 
     def stop(self) -> None:
+        """Let idle workers exit on their own after a clean run; terminate them when work is pending."""
         pool, self._pool = self._pool, None
         if pool is None:
             return
         processes = list(getattr(pool, "_processes", {}).values())
+        if not getattr(pool, "_pending_work_items", None):
+            pool.shutdown(wait=True)
+            return
         pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             if process.is_alive():

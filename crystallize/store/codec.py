@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import os
 import struct
@@ -43,13 +42,13 @@ def _encode_data(data: Any) -> tuple[dict[str, Any], bytes]:
     """(description, bytes) of ``data``, Arrow where the type allows it."""
     module = type(data).__module__ or ""
     try:
-        if module == "numpy" and hasattr(data, "dtype") and getattr(data, "ndim", 0) > 0 and data.dtype.kind in "biuf":
+        if module == "numpy" and _plain_native_array(data):
             import numpy as np
             import pyarrow as pa
 
             sink = pa.BufferOutputStream()
             pa.ipc.write_tensor(pa.Tensor.from_numpy(np.ascontiguousarray(data)), sink)
-            return {"encoding": "arrow-tensor"}, sink.getvalue().to_pybytes()
+            return {"encoding": "arrow-tensor"}, sink.getvalue()
         if module.startswith("pyarrow"):
             import pyarrow as pa
 
@@ -65,13 +64,21 @@ def _encode_data(data: Any) -> tuple[dict[str, Any], bytes]:
     return {"encoding": "pickle"}, cloudpickle.dumps(data)
 
 
-def _ipc_stream(table: Any) -> bytes:
+def _plain_native_array(data: Any) -> bool:
+    """Arrow tensors hold plain ndarrays of native-endian numbers; subclasses and
+    big-endian arrays would come back as something else, so they take the pickle path."""
+    import numpy as np
+
+    return type(data) is np.ndarray and data.ndim > 0 and data.dtype.kind in "biuf" and data.dtype.isnative
+
+
+def _ipc_stream(table: Any) -> Any:
     import pyarrow as pa
 
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write(table)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def _decode_data(description: dict[str, Any], buffer: Any) -> Any:
@@ -81,7 +88,8 @@ def _decode_data(description: dict[str, Any], buffer: Any) -> Any:
     import pyarrow as pa
 
     if encoding == "arrow-tensor":
-        return pa.ipc.read_tensor(pa.BufferReader(buffer)).to_numpy()
+        # A copy, so a hit gives the same writable array a miss does (steps may modify it in place).
+        return pa.ipc.read_tensor(pa.BufferReader(buffer)).to_numpy().copy()
     table = pa.ipc.open_stream(pa.BufferReader(buffer)).read_all()
     if encoding == "arrow-table":
         return table
@@ -103,32 +111,38 @@ def _encode_metrics(metrics: dict[str, list[Any]]) -> tuple[str, bytes]:
         return "pickle", cloudpickle.dumps(metrics)
 
 
-def encode(entry: CacheEntry, key: bytes | None = None) -> bytes:
+def encode_parts(entry: CacheEntry, key: bytes | None = None) -> list[Any]:
+    """The entry as a list of buffers to write one after another (no copy of the payload)."""
     data_description, data_bytes = _encode_data(entry.data)
     metrics_encoding, metrics_bytes = _encode_metrics(entry.metrics)
+    body: list[Any] = [data_bytes, metrics_bytes, *(blob for _, blob in entry.artifacts)]
     core = {
         "data": {**data_description, "length": len(data_bytes)},
         "metrics": {"encoding": metrics_encoding, "length": len(metrics_bytes)},
         "artifacts": [{"name": name, "length": len(blob)} for name, blob in entry.artifacts],
     }
-    body = io.BytesIO()
-    body.write(data_bytes)
-    body.write(metrics_bytes)
-    for _, blob in entry.artifacts:
-        body.write(blob)
-    body_bytes = body.getvalue()
     canonical = json.dumps(core, sort_keys=True).encode()
-    header = dict(core, sha256=hashlib.sha256(canonical + body_bytes).hexdigest())
-    if key is not None:
-        header["hmac"] = hmac.new(key, canonical + body_bytes, hashlib.sha256).hexdigest()
+    digest = hashlib.sha256(canonical)
+    signature = hmac.new(key, canonical, hashlib.sha256) if key is not None else None
+    for part in body:
+        digest.update(part)
+        if signature is not None:
+            signature.update(part)
+    header = dict(core, sha256=digest.hexdigest())
+    if signature is not None:
+        header["hmac"] = signature.hexdigest()
     header_bytes = json.dumps(header, sort_keys=True).encode()
-    return MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes + body_bytes
+    return [MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes, *body]
+
+
+def encode(entry: CacheEntry, key: bytes | None = None) -> bytes:
+    return b"".join(bytes(part) if not isinstance(part, bytes) else part for part in encode_parts(entry, key))
 
 
 def decode(blob: bytes, key: bytes | None = None) -> CacheEntry:
     """The entry in ``blob``; raises :class:`CorruptEntry` unless it is intact (and signed by ``key``)."""
     view = memoryview(blob)
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
+    if bytes(view[: len(MAGIC)]) != MAGIC or len(view) < len(MAGIC) + 4:
         raise CorruptEntry("not a cache entry (bad magic)")
     (header_length,) = struct.unpack_from("<I", blob, len(MAGIC))
     start = len(MAGIC) + 4

@@ -22,6 +22,10 @@ import pyarrow.fs as pafs
 from ..paths import check_relative
 
 
+# Flat key spaces: "creating" a parent there means one marker object per level, a request each.
+_OBJECT_STORES = tuple(getattr(pafs, name) for name in ("S3FileSystem", "GcsFileSystem") if hasattr(pafs, name))
+
+
 def _is_uri(location: str) -> bool:
     parsed = urlparse(location)
     return len(parsed.scheme) > 1 and parsed.scheme != "file"
@@ -120,6 +124,9 @@ class Store:
     def read_bytes(self, relative: str) -> bytes:
         path = self.full_path(relative)
         try:
+            if self.is_local:  # a seekable file: one allocation instead of chunks joined
+                with self.fs.open_input_file(path) as handle:
+                    return handle.read()
             with self.fs.open_input_stream(path) as stream:
                 return stream.read()
         except FileNotFoundError:
@@ -154,15 +161,17 @@ class Store:
                 yield info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
 
     # -- writes -----------------------------------------------------------------------
-    def write_bytes(self, relative: str, data: bytes | memoryview) -> str:
-        """Publish ``data`` at ``relative`` atomically; returns the full path."""
+    def write_bytes(self, relative: str, data: Any) -> str:
+        """Publish ``data`` (bytes, or a list of buffers written in order) at ``relative`` atomically."""
         path = self.full_path(relative)
         parent = posixpath.dirname(path)
-        self.fs.create_dir(parent, recursive=True)
+        if not isinstance(self.fs, _OBJECT_STORES):  # object stores have no folders to make
+            self.fs.create_dir(parent, recursive=True)
         temporary = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
         try:
             with self.fs.open_output_stream(temporary) as stream:
-                stream.write(data)
+                for part in data if isinstance(data, list) else (data,):
+                    stream.write(part)
             self.fs.move(temporary, path)
         except BaseException:
             try:
@@ -201,9 +210,16 @@ class Store:
             return False
         marker = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
         self.write_bytes(f"{claims}/{marker}", b"")
-        others = [name for name in self.list_dir(claims) if name != marker and not name.startswith(".")]
-        if others:
-            self.delete(f"{claims}/{marker}")
-            time.sleep(random.uniform(0.0, 0.05))
-            return False
-        return True
+        # Winning still needs a listing with no other marker (that is what makes it safe);
+        # the oldest claimant waits for the newer ones to withdraw instead of withdrawing
+        # too, so a contested version is still taken by someone rather than skipped.
+        for attempt in range(8):
+            others = [name for name in self.list_dir(claims) if name != marker and not name.startswith(".")]
+            if not others:
+                return True
+            if min(others) < marker or attempt == 7:
+                self.delete(f"{claims}/{marker}")
+                time.sleep(random.uniform(0.0, 0.05))
+                return False
+            time.sleep(0.01 * (attempt + 1))
+        return False

@@ -3,7 +3,7 @@
 Data store (default ``data/``)::
 
     <experiment>/v<N>/plan.json                     what the run set out to do (written first)
-    <experiment>/v<N>/outcomes/part-*.arrow         finished replicates, appended as they finish
+    <experiment>/v<N>/outcomes/part-*.pkl           finished replicates, checksummed, appended as they finish
     <experiment>/v<N>/replicate_<i>/<condition>/<step>/<artifact>
     <experiment>/v<N>/metrics.parquet               long form: condition, replicate, metric, value
     <experiment>/v<N>/run.json                      provenance; written last, so it marks a finished run

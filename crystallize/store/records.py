@@ -8,8 +8,10 @@ interrupted and can be resumed from its outcome parts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import pickle
 import time
 import uuid
 from collections.abc import Iterable
@@ -87,22 +89,9 @@ class RunRecorder:
     def flush(self) -> None:
         if not self._buffer:
             return
-        import pyarrow as pa
-
         outcomes, self._buffer = self._buffer, []
-        table = pa.table(
-            {
-                "condition": pa.array([o.condition for o in outcomes], pa.string()),
-                "replicate": pa.array([o.replicate for o in outcomes], pa.int64()),
-                "ok": pa.array([o.error is None for o in outcomes], pa.bool_()),
-                "outcome": pa.array([cloudpickle.dumps(o) for o in outcomes], pa.binary()),
-            }
-        )
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.arrow"
-        self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), sink.getvalue().to_pybytes())
+        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.pkl"
+        self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), encode_part(outcomes))
         self._last_flush = time.monotonic()
         self.parts_written += 1
 
@@ -137,6 +126,25 @@ class RunRecorder:
         self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.RUN_RECORD), dumps_json(record))
 
 
+_PART_MAGIC = b"CRYSTALLIZE-OUTCOMES-1\n"
+
+
+def encode_part(outcomes: list[ReplicateOutcome]) -> bytes:
+    """Outcomes as one checksummed pickle (plain pickle when it can, cloudpickle for exotic metric values)."""
+    try:
+        payload = pickle.dumps(outcomes, protocol=5)
+    except Exception:  # noqa: BLE001 - lambdas or local classes among metric values
+        payload = cloudpickle.dumps(outcomes, protocol=5)
+    return _PART_MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def decode_part(blob: bytes) -> list[ReplicateOutcome]:
+    start = len(_PART_MAGIC) + 32
+    if not blob.startswith(_PART_MAGIC) or hashlib.sha256(blob[start:]).digest() != blob[len(_PART_MAGIC) : start]:
+        raise ValueError("truncated or altered outcome record")
+    return pickle.loads(blob[start:])
+
+
 def read_json(store: Store, relative: str) -> dict[str, Any] | None:
     try:
         return json.loads(store.read_bytes(relative))
@@ -146,21 +154,17 @@ def read_json(store: Store, relative: str) -> dict[str, Any] | None:
 
 def load_outcomes(store: Store, experiment: str, version: int) -> dict[tuple[str, int], ReplicateOutcome]:
     """Every recorded outcome of a version; a later record of the same task replaces an earlier one."""
-    import pyarrow as pa
-
     folder = f"{layout.version_dir(experiment, version)}/{layout.OUTCOMES}"
     outcomes: dict[tuple[str, int], ReplicateOutcome] = {}
     for name in store.list_dir(folder):
-        if not name.startswith("part-") or not name.endswith(".arrow"):
+        if not name.startswith("part-") or not name.endswith(".pkl"):
             continue
         try:
-            blob = store.read_bytes(f"{folder}/{name}")
-            table = pa.ipc.open_file(pa.BufferReader(blob)).read_all()
+            batch = decode_part(store.read_bytes(f"{folder}/{name}"))
         except Exception as exc:  # noqa: BLE001 - a damaged part costs its replicates a rerun, nothing more
             logger.warning("Skipping unreadable outcome record %s/%s: %s", folder, name, exc)
             continue
-        for payload in table.column("outcome").to_pylist():
-            outcome = cloudpickle.loads(payload)
+        for outcome in batch:
             outcomes[(outcome.condition, outcome.replicate)] = outcome
     return outcomes
 
