@@ -69,7 +69,7 @@ def _plain_native_array(data: Any) -> bool:
     big-endian arrays would come back as something else, so they take the pickle path."""
     import numpy as np
 
-    return type(data) is np.ndarray and data.ndim > 0 and data.dtype.kind in "biuf" and data.dtype.isnative
+    return type(data) is np.ndarray and data.ndim > 0 and data.dtype.kind in "iuf" and data.dtype.isnative
 
 
 def _ipc_stream(table: Any) -> Any:
