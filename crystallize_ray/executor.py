@@ -70,7 +70,9 @@ class RayExecutor(Executor):
         self._spec_id: str = ""
         self._pending: dict[Any, list[tuple[str, int]]] = {}
         self._seconds_per_replicate: float | None = None
+        self._singles: list[tuple[str, int]] = []
         self.startup_seconds = 0.0
+        self.tasks_submitted = 0
 
     # -- set-up ---------------------------------------------------------------------------
     def _request(self) -> dict[str, float]:
@@ -169,9 +171,13 @@ class RayExecutor(Executor):
         limit = self.max_in_flight or max(4, workers * 4)
 
         def submit() -> None:
-            while queue and len(self._pending) < limit:
-                size = self._next_batch_size(len(queue), total, workers)
-                batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+            while (queue or self._singles) and len(self._pending) < limit:
+                if self._singles:
+                    batch = [self._singles.pop()]
+                else:
+                    size = self._next_batch_size(len(queue), total, workers)
+                    batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+                self.tasks_submitted += 1
                 ref = remote.remote(
                     self._spec_id,
                     [self._spec_ref],
@@ -200,7 +206,17 @@ class RayExecutor(Executor):
                             "ship it with RayExecution(runtime_env={'py_modules': [...]} or {'pip': [...]} or "
                             "{'working_dir': '.'})."
                         ) from exc
-                    logger.warning("A batch of %d replicate(s) failed in Ray: %s", len(batch), exc)
+                    if len(batch) > 1:
+                        # Find the replicate that brings its worker down without losing its batch-mates.
+                        logger.warning(
+                            "A batch of %d replicate(s) failed in Ray (%s); retrying them one by one",
+                            len(batch),
+                            type(exc).__name__,
+                        )
+                        self._singles.extend(batch)
+                        submit()
+                        continue
+                    logger.warning("Replicate %s failed in Ray after retries: %s", batch[0], exc)
                     outcomes = failed_batch(batch, exc, self.max_retries + 1)
                 self._learn(outcomes)
                 submit()
@@ -224,6 +240,7 @@ class RayExecutor(Executor):
         if ray.is_initialized():
             info.update(parallelism=self.parallelism(), nodes=self.node_count())
         info["startup_seconds"] = round(self.startup_seconds, 3)
+        info["tasks"] = self.tasks_submitted
         return info
 
 
