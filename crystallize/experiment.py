@@ -303,13 +303,14 @@ class Experiment:
         if not versions:
             logger.info("Nothing to resume for '%s'; starting a new run", self.id)
             return None
-        version = versions[-1]
-        plan = read_json(store, layout.run_file(self.id, version, layout.PLAN))
+        plan = None
+        for version in reversed(versions):  # a folder with no plan is an abandoned claim: skip it
+            plan = read_json(store, layout.run_file(self.id, version, layout.PLAN))
+            if plan is not None:
+                break
         if plan is None:
-            raise ValidationError(
-                f"cannot resume '{self.id}': {store.uri(layout.version_dir(self.id, version))} has no plan.json "
-                "(it was not written by this version of Crystallize); run without strategy='resume'"
-            )
+            logger.info("No resumable run of '%s' (no plan.json in any version); starting a new run", self.id)
+            return None
         if plan.get("mode") != "run":
             raise ValidationError(f"cannot resume '{self.id}' v{version}: it is an optimize() record, not a run()")
         return ResumePoint(version, plan, load_outcomes(store, self.id, version))
@@ -363,6 +364,9 @@ class Experiment:
                         + "\nRun without strategy='resume' to start a new version."
                     )
             else:
+                if not artifact_plugin.versioned:  # rerunning into v0: the old run's records must not mix in
+                    for stale in (layout.RUN_RECORD, layout.METRICS, layout.OUTCOMES):
+                        store.delete(layout.run_file(self.id, version, stale))
                 recorder.write_plan(plan)
             executor, progress = self._executor()
             executor.start(spec)

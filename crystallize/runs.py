@@ -51,5 +51,12 @@ def load_run(location: str | os.PathLike[str]) -> Result:
     provenance["finished"] = record is not None
     result = fold.build_result([], int(plan["replicates"]), provenance)
     if record:
-        result.metrics.hypotheses = [HypothesisResult(**h) for h in record.get("hypotheses", [])]
+        result.metrics.hypotheses = [_hypothesis_from_record(h) for h in record.get("hypotheses", [])]
     return result
+
+
+def _hypothesis_from_record(record: dict[str, Any]) -> HypothesisResult:
+    """JSON turned the ranking's (name, score) tuples into lists; give them back as a live run has them."""
+    ranking = dict(record.get("ranking", {}))
+    ranking["ranked"] = [tuple(item) for item in ranking.get("ranked", [])]
+    return HypothesisResult(**{**record, "ranking": ranking})

@@ -142,7 +142,8 @@ def test_optimizer_trials_fan_out_across_the_cluster() -> None:
 
 
 def test_replicates_of_one_run_use_both_workers() -> None:
-    result = experiment(slow(seconds=0.2), plugins=[RayExecution(progress=False, batch_size=1)], replicates=4).run()
+    # 0.5 s replicates: long enough that a worker Ray restarts after the crash tests is up in time.
+    result = experiment(slow(seconds=0.5), plugins=[RayExecution(progress=False, batch_size=1)], replicates=6).run()
     assert len(set(result.metrics.baseline.metrics["pid"])) == 2
 
 

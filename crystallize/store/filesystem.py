@@ -21,7 +21,6 @@ import pyarrow.fs as pafs
 
 from ..paths import check_relative
 
-
 # Flat key spaces: "creating" a parent there means one marker object per level, a request each.
 _OBJECT_STORES = tuple(getattr(pafs, name) for name in ("S3FileSystem", "GcsFileSystem") if hasattr(pafs, name))
 
@@ -112,6 +111,9 @@ class Store:
             raise ValueError(f"{relative!r} resolves outside the store root {self.location}")
         return joined
 
+    def _listing_path(self, relative: str) -> str:
+        return self.base if relative in ("", ".") else self.full_path(relative)
+
     def uri(self, relative: str) -> str:
         """A location a person can paste: a local path, or the URI of the object."""
         path = self.full_path(relative)
@@ -143,8 +145,8 @@ class Store:
         return self.fs.get_file_info(self.full_path(relative)).type == pafs.FileType.Directory
 
     def list_dir(self, relative: str) -> list[str]:
-        """Names directly under ``relative`` (empty when it does not exist)."""
-        path = self.full_path(relative)
+        """Names directly under ``relative`` (``""`` is the root; empty when it does not exist)."""
+        path = self._listing_path(relative)
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         except (FileNotFoundError, NotADirectoryError):
@@ -152,8 +154,8 @@ class Store:
         return sorted(posixpath.basename(info.path.rstrip("/")) for info in infos)
 
     def walk_files(self, relative: str) -> Iterator[str]:
-        """Relative paths of every file below ``relative``."""
-        path = self.full_path(relative)
+        """Relative paths of every file below ``relative`` (``""`` is the root)."""
+        path = self._listing_path(relative)
         infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
         prefix = self.base.rstrip("/") + "/"
         for info in infos:
@@ -213,13 +215,13 @@ class Store:
         # Winning still needs a listing with no other marker (that is what makes it safe);
         # the oldest claimant waits for the newer ones to withdraw instead of withdrawing
         # too, so a contested version is still taken by someone rather than skipped.
-        for attempt in range(8):
+        for attempt in range(20):  # the oldest gives up after ~1.5 s (a claimant that died mid-claim)
             others = [name for name in self.list_dir(claims) if name != marker and not name.startswith(".")]
             if not others:
                 return True
-            if min(others) < marker or attempt == 7:
+            if min(others) < marker or attempt == 19:
                 self.delete(f"{claims}/{marker}")
                 time.sleep(random.uniform(0.0, 0.05))
                 return False
-            time.sleep(0.01 * (attempt + 1))
+            time.sleep(min(0.01 * (attempt + 1), 0.1))
         return False
