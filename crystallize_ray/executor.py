@@ -71,6 +71,7 @@ class RayExecutor(Executor):
         self._pending: dict[Any, list[tuple[str, int]]] = {}
         self._seconds_per_replicate: float | None = None
         self._singles: list[tuple[str, int]] = []
+        self._broker: Any = None
         self.startup_seconds = 0.0
         self.tasks_submitted = 0
 
@@ -130,6 +131,11 @@ class RayExecutor(Executor):
             )
             blob = dumps_spec(spec)
         self.spec = spec
+        self._broker = None
+        if any(getattr(step, "cacheable", False) for step in spec.pipeline.steps):
+            from .shared_cache import start_broker
+
+            self._broker = start_broker()
         self._spec_ref = ray.put(blob)
         self._spec_id = uuid.uuid4().hex
 
@@ -186,6 +192,7 @@ class RayExecutor(Executor):
                     batch,
                     self.retry_types,
                     self.max_retries if self.retry_types else 0,
+                    self._broker,
                 )
                 self._pending[ref] = batch
 
@@ -232,6 +239,12 @@ class RayExecutor(Executor):
             except Exception:  # noqa: BLE001 - a finished or lost task cannot be cancelled; nothing to do
                 pass
         self._spec_ref = None
+        broker, self._broker = getattr(self, "_broker", None), None
+        if broker is not None:
+            try:
+                ray.kill(broker)
+            except Exception:  # noqa: BLE001 - already gone with its node
+                pass
 
     def describe(self) -> dict[str, Any]:
         import ray

@@ -34,6 +34,15 @@ def _cached(cache: OrderedDict[str, Any], key: str, box: Sequence[Any], build: A
     return value
 
 
+def _prepare(spec: Any, broker: Any) -> PreparedSpec:
+    prepared = PreparedSpec.of(spec)
+    if broker is not None:
+        from .shared_cache import SharedStepCache
+
+        prepared.cache = SharedStepCache(prepared.cache, broker)
+    return prepared
+
+
 def _should_retry(outcome: ReplicateOutcome, retry_types: Sequence[str]) -> bool:
     return outcome.error is not None and any(t in retry_types for t in outcome.error.exception_types)
 
@@ -46,9 +55,10 @@ def run_batch(
     tasks: Sequence[tuple[str, int]],
     retry_types: Sequence[str] = (),
     retry_limit: int = 0,
+    broker: Any = None,
 ) -> list[ReplicateOutcome]:
     """Run ``tasks`` in order; replicates failing with a listed exception type are retried here."""
-    prepared = _cached(_SPECS, spec_id, spec_box, PreparedSpec.of)
+    prepared = _cached(_SPECS, spec_id, spec_box, lambda spec: _prepare(spec, broker))
     conditions = _cached(_CONDITIONS, conditions_id, conditions_box, lambda value: value)
     outcomes = []
     for condition, replicate in tasks:

@@ -55,3 +55,12 @@ LOCK = threading.Lock()
 def slow(data, ctx, *, seconds: float = 0.05):
     time.sleep(seconds)
     return data, {"pid": os.getpid(), "start": time.time()}
+
+
+@pipeline_step(cacheable=True)
+def expensive(data, ctx, *, log: str = ""):
+    """The same input in every replicate: one computation should serve them all."""
+    with open(log, "a") as handle:
+        handle.write(f"{ctx['replicate']}\n")
+    time.sleep(0.3)
+    return data + 1, {"expensive": 1}

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ray_steps import LOCK, crash_worker, flaky_once, hold_lock, record, slow, zero
+from ray_steps import LOCK, crash_worker, expensive, flaky_once, hold_lock, record, slow, zero
 
 from crystallize import (
     Experiment,
@@ -184,3 +184,18 @@ def test_an_address_where_nothing_answers_fails_fast_naming_it(tmp_path: Path) -
     lines = dict(line.split(" ", 1) for line in out.strip().splitlines() if " " in line)
     assert float(lines["ELAPSED"]) < 30
     assert lines["ERROR"].startswith("ExecutionError True"), out
+
+
+def test_a_cacheable_result_is_computed_once_per_run_and_shared_through_the_object_store(tmp_path: Path) -> None:
+    log = tmp_path / "computed.log"
+    exp = experiment(
+        expensive(log=str(log)), record(), plugins=[RayExecution(progress=False, batch_size=1)], replicates=8
+    )
+    result = exp.run()
+    assert result.failed == 0
+    assert len(log.read_text().splitlines()) == 1  # two workers asked at once; one computed, the other waited
+    assert result.metrics.baseline.metrics["expensive"] == [1] * 8  # metrics come back with the shared result
+    assert result.provenance["steps"]["baseline"]["expensive"]["cache_hits"] == 7
+    again = exp.run()
+    assert len(log.read_text().splitlines()) == 1  # persisted to the cache store for later runs
+    assert again.provenance["steps"]["baseline"]["expensive"]["cache_hits"] == 8

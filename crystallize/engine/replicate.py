@@ -44,7 +44,7 @@ class PreparedSpec:
     """A spec with what every replicate needs precomputed once per process."""
 
     spec: RunSpec
-    cache: StepCache | None
+    cache: Any  # a StepCache, or anything with its load/save (and optional abandon) methods
     before_replicate: list[Any]
     before_step: list[Any]
     after_step: list[Any]
@@ -166,7 +166,7 @@ def replicate_program(
 
 
 def _run_cached(
-    cache: StepCache, step: Any, data: Any, ctx: FrozenContext
+    cache: Any, step: Any, data: Any, ctx: FrozenContext
 ) -> Generator[Awaitable[Any], Any, tuple[Any, bool]]:
     try:
         key = cache_key(step, data, ctx)
@@ -183,9 +183,14 @@ def _run_cached(
         return entry.data, True
     before = {name: len(ctx.metrics[name]) for name in ctx.metrics}
     already = len(ctx.artifacts)
-    output = step(data, ctx)
-    if inspect.isawaitable(output):
-        output = yield output
+    try:
+        output = step(data, ctx)
+        if inspect.isawaitable(output):
+            output = yield output
+    except BaseException:
+        if key is not None and hasattr(cache, "abandon"):
+            cache.abandon(step, key)  # replicates waiting on this result compute it themselves
+        raise
     data, metrics = unpack_step_output(output)
     if metrics:
         for name, value in metrics.items():
