@@ -172,6 +172,8 @@ class RayExecutor(Executor):
             resources=self.resources or None,
             max_retries=self.max_retries,
             retry_exceptions=False,
+            # Ray was up before us: ray.init never saw runtime_env, so it goes on the tasks.
+            **({"runtime_env": self.runtime_env} if self.runtime_env and self.connected_as == "existing" else {}),
         )
         workers = self.parallelism()
         limit = self.max_in_flight or max(4, workers * 4)
@@ -198,7 +200,8 @@ class RayExecutor(Executor):
 
         submit()
         while self._pending:
-            ready, _ = ray.wait(list(self._pending), num_returns=1)
+            # A timeout, so Ctrl-C is seen even while every task runs for minutes.
+            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
             for ref in ready:
                 batch = self._pending.pop(ref)
                 try:

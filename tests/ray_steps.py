@@ -64,3 +64,8 @@ def expensive(data, ctx, *, log: str = ""):
         handle.write(f"{ctx['replicate']}\n")
     time.sleep(0.3)
     return data + 1, {"expensive": 1}
+
+
+@pipeline_step()
+def read_env(data, ctx, *, name: str = ""):
+    return data, {"env": os.environ.get(name, "<unset>")}

@@ -199,3 +199,55 @@ def test_a_cacheable_result_is_computed_once_per_run_and_shared_through_the_obje
     again = exp.run()
     assert len(log.read_text().splitlines()) == 1  # persisted to the cache store for later runs
     assert again.provenance["steps"]["baseline"]["expensive"]["cache_hits"] == 8
+
+
+def test_seed_001_runs_with_ray_execution_in_place_of_parallel_execution() -> None:
+    from test_seeds import run_seed
+
+    swap = {
+        "from crystallize import Experiment, Pipeline, ParallelExecution": (
+            "from crystallize import Experiment, Pipeline, ParallelExecution\nfrom crystallize_ray import RayExecution"
+        ),
+        "ParallelExecution(max_workers=4)": "RayExecution(progress=False)",
+    }
+    on_ray = run_seed("001", swap)
+    assert type(on_ray["experiment"].plugins[-1]).__name__ == "RayExecution"
+    assert on_ray["result"].provenance["executor"]["executor"] == "ray"
+    on_threads = run_seed("001")["result"]
+    assert on_ray["result"].to_pandas().equals(on_threads.to_pandas())
+    assert (
+        on_ray["result"].get_hypothesis("order_by_p_value").results
+        == on_threads.get_hypothesis("order_by_p_value").results
+    )
+
+
+def test_seed_000_optimize_run_apply_on_ray_matches_serial_with_a_fixed_seed() -> None:
+    from test_seeds import run_seed
+
+    swap = {
+        "exp = Experiment(datasource=datasource, pipeline=pipeline)": (
+            "from crystallize import SeedPlugin, SerialExecution\nfrom crystallize_ray import RayExecution\n"
+            "exp = Experiment(datasource=datasource, pipeline=pipeline, plugins=[SeedPlugin(seed=5), EXECUTION])"
+        )
+    }
+    results = {}
+    for name, execution in (("serial", "SerialExecution()"), ("ray", "RayExecution(progress=False)")):
+        ns = run_seed("000", {**swap, "EXECUTION": execution})
+        results[name] = ns
+    assert results["ray"]["result"].provenance["executor"]["executor"] == "ray"
+    assert dict(results["ray"]["best_treatment"].apply_map) == dict(results["serial"]["best_treatment"].apply_map)
+    assert results["ray"]["optimizer"].results == results["serial"]["optimizer"].results
+    assert results["ray"]["result"].to_pandas().equals(results["serial"]["result"].to_pandas())
+    assert results["ray"]["output"] == results["serial"]["output"]
+
+
+def test_runtime_env_reaches_the_workers_when_ray_was_already_up() -> None:
+    from ray_steps import read_env
+
+    exp = experiment(
+        read_env(name="CRYSTALLIZE_TEST_FLAG"),
+        plugins=[RayExecution(progress=False, runtime_env={"env_vars": {"CRYSTALLIZE_TEST_FLAG": "shipped"}})],
+        replicates=2,
+    )
+    result = exp.run()
+    assert result.metrics.baseline.metrics["env"] == ["shipped", "shipped"]
