@@ -68,13 +68,16 @@ BURN_LOOPS = 1
 
 
 def calibrate_burn(seconds: float = 0.02) -> int:
-    loops = 200_000
-    started = time.perf_counter()
-    total = 0
-    for i in range(loops):
-        total += i * i
-    elapsed = time.perf_counter() - started
-    return max(1, int(loops * seconds / elapsed))
+    """Loop count for ``seconds`` of work: the median of five timings of a 50 ms loop."""
+    loops = 1_000_000
+    rates = []
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for i in range(loops):
+            total += i * i
+        rates.append(loops / (time.perf_counter() - started))
+    return max(1, int(statistics.median(rates) * seconds))
 
 
 def noop_experiment(execution, replicates: int) -> Experiment:
@@ -153,7 +156,9 @@ def scenario_burn(replicates: int, repeats: int) -> None:
     serial, s_times = timed(lambda: burn_experiment(SerialExecution(progress=False), replicates), repeats)
     process, _ = timed(lambda: burn_experiment(process_pool(), replicates), repeats)
     ray_time, _ = timed(lambda: burn_experiment(ray_execution(), replicates), repeats)
-    print(f"SerialExecution                  median {serial:6.2f} s  runs {[round(t, 2) for t in s_times]}")
+    per = serial / replicates * 1000
+    runs = [round(t, 2) for t in s_times]
+    print(f"SerialExecution                  median {serial:6.2f} s  ({per:.1f} ms/replicate) runs {runs}")
     print(f"ParallelExecution(process, 2)    median {process:6.2f} s  speed-up {serial / process:4.2f}x")
     speedup = serial / ray_time
     print(f"RayExecution                     median {ray_time:6.2f} s  speed-up {speedup:4.2f}x (target >= 1.8x)")

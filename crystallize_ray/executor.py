@@ -125,8 +125,9 @@ class RayExecutor(Executor):
             spec = replace(spec, artifacts_via_driver=True, cache_root=None)
             logger.info(
                 "The data store is a local folder and the cluster has %d nodes: artifacts travel back to the "
-                "driver through the object store and the driver writes them; the step cache is not persisted "
-                "(use a shared store such as s3://... for both).",
+                "driver through the object store and the driver writes them; cacheable step results are shared "
+                "within the run through the object store but not persisted (use a shared store such as "
+                "s3://... for both).",
                 self.node_count(),
             )
             blob = dumps_spec(spec)

@@ -1,7 +1,8 @@
 """The experiment of "Building Your First Experiment": a baseline, one treatment, a Welch t-test.
 
-Run it: ``python examples/minimal_experiment/main.py`` (add ``--executor ray`` once
-``crystallize_ray`` is installed, or ``--executor process``).
+Run it: ``python examples/minimal_experiment/main.py``: replicates run as Ray tasks on a
+private local Ray started for you (``--executor thread|process|serial`` to compare;
+``RAY_ADDRESS=ray://host:10001`` to use a cluster).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def execution_plugin(kind: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--executor", default="thread", choices=["serial", "thread", "process", "ray"])
+    parser.add_argument("--executor", default="ray", choices=["serial", "thread", "process", "ray"])
     parser.add_argument("--replicates", type=int, default=12)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
