@@ -28,7 +28,7 @@ from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import Result
 from .store import layout
-from .store.locations import cache_location
+from .store.locations import cache_disabled, cache_location
 from .store.records import RunRecorder, claim_version, list_versions, load_outcomes, read_json
 from .treatment import Treatment
 
@@ -339,6 +339,7 @@ class Experiment:
             plugin.before_run(self)
         if resume is not None and seed_plugin.seed is None:
             seed_plugin.root_seed = resume.plan["root_seed"]
+        _resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
             spec = RunSpec(
                 name=self.id,
@@ -384,6 +385,15 @@ class Experiment:
         )
 
 
+def _resolve_inputs(datasource: Any) -> None:
+    """Let datasources that read other experiments' runs (``Artifact``) pin which run, on the driver."""
+    resolve = getattr(datasource, "resolve_inputs", None)
+    if callable(resolve):
+        resolve()
+    for inner in getattr(datasource, "inputs", {}).values():
+        _resolve_inputs(inner)
+
+
 def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
     for plugin in plugins:
         if not isinstance(plugin, BasePlugin):
@@ -394,8 +404,8 @@ def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
     return [*missing, *plugins]
 
 
-def _cache_root() -> str:
-    return cache_location()
+def _cache_root() -> str | None:
+    return None if cache_disabled() else cache_location()
 
 
 @dataclass

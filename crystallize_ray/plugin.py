@@ -37,6 +37,7 @@ class RayExecution(ExecutionPlugin):
     progress: bool | None = None
     init_kwargs: dict[str, Any] | None = None
     check_resources: bool = True
+    concurrent_runs = True  # independent experiments of a graph can share the cluster
 
     def create_executor(self) -> Executor:
         from .executor import RayExecutor

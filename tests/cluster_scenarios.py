@@ -95,6 +95,9 @@ def main(scenario: str, workdir: Path) -> None:
             threading.Thread(target=remove_a_worker, daemon=True).start()
             result = exp.run()
             finished = time.monotonic()
+            deadline = time.monotonic() + 30  # Ray notices a killed node asynchronously
+            while time.monotonic() < deadline and sum(1 for n in ray.nodes() if n.get("Alive")) > 2:
+                time.sleep(0.5)
             extra = {
                 "removed_during_run": bool(removed_at) and removed_at[0] < finished,
                 "removed_after_s": round(removed_at[0] - started, 2) if removed_at else None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from ..errors import CrystallizeError, PipelineExecutionError
 from ..execution.base import Executor
 from .fold import RunFold
 from .plan import Conditions, ReplicateTask, RunSpec
+from .progress import make_reporter
 
 logger = logging.getLogger(__name__)
 
@@ -44,34 +44,16 @@ class RunSession:
         return self.executor.parallelism()
 
     def execute(self, tasks: Sequence[ReplicateTask], conditions: Conditions, fold: RunFold, label: str = "") -> None:
-        """Run ``tasks`` and fold each outcome as it arrives, updating the progress bar."""
-        from tqdm.auto import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        disable = None if self.progress is None else not self.progress
-        bar = tqdm(
-            total=len(tasks),
-            desc=label or self.spec.name,
-            unit="rep",
-            disable=disable,
-            leave=False,
-            mininterval=0.2,
-            file=sys.stderr,
-        )
-        redirect = logging_redirect_tqdm() if not bar.disable else contextlib.nullcontext()
-        failed_before = fold.failed
+        """Run ``tasks`` and fold (and record) each outcome as it arrives, reporting progress."""
         artifact_writer = self._driver_side_artifact_writer()
-        with bar, redirect:
+        with make_reporter(self.spec.name, label, tasks, self.progress) as reporter:
             for outcome in self.executor.map(tasks, conditions):
                 if artifact_writer is not None and outcome.artifacts:
                     artifact_writer(outcome)
                 fold.add(outcome)
                 if self.recorder is not None:
                     self.recorder.record(outcome)
-                if not bar.disable:
-                    bar.update(1)
-                    if fold.failed != failed_before:
-                        bar.set_postfix(failed=fold.failed - failed_before, refresh=False)
+                reporter.update(outcome)
 
     def _driver_side_artifact_writer(self) -> Any:
         if not getattr(self.executor, "spec", self.spec).artifacts_via_driver:

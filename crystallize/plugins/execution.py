@@ -18,9 +18,14 @@ VALID_EXECUTOR_TYPES = ("thread", "process")
 
 
 class ExecutionPlugin(BasePlugin):
-    """A plugin that supplies the executor; ``progress`` (None: on when stderr is a terminal)."""
+    """A plugin that supplies the executor; ``progress`` (None: on when stderr is a terminal).
+
+    ``concurrent_runs``: several experiments may run at once through this executor (an
+    experiment graph then runs independent experiments side by side).
+    """
 
     progress: bool | None = None
+    concurrent_runs = False
 
     def create_executor(self) -> Executor:
         raise NotImplementedError

@@ -9,6 +9,12 @@ from .filesystem import Store, _is_uri
 DATA_ENV = "CRYSTALLIZE_DATA_URI"
 CACHE_ENV = "CRYSTALLIZE_CACHE_URI"
 LEGACY_CACHE_ENV = "CRYSTALLIZE_CACHE_DIR"
+NO_CACHE_ENV = "CRYSTALLIZE_NO_CACHE"
+
+
+def cache_disabled() -> bool:
+    """``CRYSTALLIZE_NO_CACHE=1`` turns the step cache off (cacheable steps just run)."""
+    return os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def absolute(location: str | os.PathLike[str]) -> str:
