@@ -10,6 +10,7 @@ import logging
 
 __version__ = "0.1.0"
 
+from .artifact import Artifact
 from .builder import ExperimentBuilder
 from .context import ArtifactLog, FrozenContext, MetricsCollector
 from .datasource import DataSource, ExperimentInput
@@ -23,6 +24,7 @@ from .errors import (
     ValidationError,
 )
 from .experiment import Experiment
+from .graph import ExperimentGraph
 from .hypothesis import Hypothesis
 from .injection import inject_from_ctx
 from .optimizers import BaseOptimizer, GridSearchOptimizer, Objective, RandomSearchOptimizer
@@ -46,6 +48,7 @@ def standalone_context(initial: dict | None = None, *, logger: logging.Logger | 
 
 
 __all__ = [
+    "Artifact",
     "ArtifactLog",
     "ArtifactPlugin",
     "AsyncExecution",
@@ -57,6 +60,7 @@ __all__ = [
     "ExecutionPlugin",
     "Experiment",
     "ExperimentBuilder",
+    "ExperimentGraph",
     "ExperimentInput",
     "ExperimentMetrics",
     "FrozenContext",

@@ -74,3 +74,11 @@ class ExperimentInput(DataSource):
 
     def fetch(self, ctx: Any) -> dict[str, Any]:
         return {name: source.fetch(ctx) for name, source in self.inputs.items()}
+
+    @property
+    def fingerprint(self) -> str:
+        """Covers every inner datasource (a changed input, or an ``Artifact`` pinned to a new run, blocks resume)."""
+        inner = {
+            name: getattr(source, "fingerprint", type(source).__qualname__) for name, source in self.inputs.items()
+        }
+        return _digest(self.name, type(self).fetch, inner)

@@ -97,6 +97,7 @@ def verifier(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise TypeError(f"{fn.__name__}() binds parameters by keyword, as in {fn.__name__}(alpha=0.01)")
         return VerifierCallable(fn, params)
 
+    factory.verifier_function = fn  # type: ignore[attr-defined]
     return factory
 
 

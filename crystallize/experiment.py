@@ -83,6 +83,13 @@ class Experiment:
 
         return ExperimentBuilder(name)
 
+    @classmethod
+    def from_yaml(cls, path: Any, plugins: Sequence[BasePlugin] | None = None) -> Experiment:
+        """The experiment of a folder holding ``config.yaml`` (or of that file); see ``crystallize.config``."""
+        from .config import load_experiment
+
+        return load_experiment(path, plugins=plugins)
+
     @property
     def id(self) -> str:
         """The folder name of this experiment's runs: its name, else a digest of its pipeline."""
@@ -244,20 +251,9 @@ class Experiment:
         self.validate()
         chosen = self._resolve_treatment(treatment)
         condition = chosen.name if chosen is not None else BASELINE_CONDITION
-        seed_plugin = self.get_plugin(SeedPlugin)
+        _resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
-            spec = RunSpec(
-                name=self.id,
-                datasource=self.datasource,
-                pipeline=self.pipeline,
-                initial_ctx=dict(setup_ctx.as_dict()),
-                plugins=tuple(self._observer_plugins()),
-                seeding=seed_plugin.config(),
-                replicates=1,
-                cache_root=_cache_root(),
-                mode="apply",
-                description=self.description,
-            )
+            spec = self._freeze_spec(setup_ctx, mode="apply", replicates=1)
             program = replicate_program(
                 PreparedSpec.of(spec),
                 {condition: chosen},
@@ -281,6 +277,22 @@ class Experiment:
                     return known
             raise ValidationError(f"no treatment named {treatment!r}; known: {[t.name for t in self.treatments]}")
         return _as_treatment(treatment)
+
+    def _freeze_spec(self, setup_ctx: Any, *, mode: str, replicates: int, version: int | None = None) -> RunSpec:
+        """The frozen spec workers run from: the context as step setup left it, the observer plugins, seeds."""
+        return RunSpec(
+            name=self.id,
+            datasource=self.datasource,
+            pipeline=self.pipeline,
+            initial_ctx=dict(setup_ctx.as_dict()),
+            plugins=tuple(self._observer_plugins()),
+            seeding=self.get_plugin(SeedPlugin).config(),
+            replicates=replicates,
+            cache_root=_cache_root(),
+            mode=mode,
+            version=version,
+            description=self.description,
+        )
 
     def _observer_plugins(self) -> list[BasePlugin]:
         return [p for p in self.plugins if not isinstance(p, ExecutionPlugin) and not overrides_loop(p)]
@@ -341,19 +353,7 @@ class Experiment:
             seed_plugin.root_seed = resume.plan["root_seed"]
         _resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
-            spec = RunSpec(
-                name=self.id,
-                datasource=self.datasource,
-                pipeline=self.pipeline,
-                initial_ctx=dict(setup_ctx.as_dict()),
-                plugins=tuple(self._observer_plugins()),
-                seeding=seed_plugin.config(),
-                replicates=replicates,
-                cache_root=_cache_root(),
-                mode=mode,
-                version=version,
-                description=self.description,
-            )
+            spec = self._freeze_spec(setup_ctx, mode=mode, replicates=replicates, version=version)
             recorder = RunRecorder(store, self.id, version)
             plan = build_plan(spec, conditions)
             if resume is not None:

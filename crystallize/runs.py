@@ -29,8 +29,9 @@ def load_run(location: str | os.PathLike[str]) -> Result:
     """The ``Result`` of a stored run: ``data/basic/v0``, ``s3://bucket/data/basic/v3``, or
     ``data/basic`` for the latest version. Works for finished and interrupted runs alike
     (an interrupted one has no hypothesis results and ``provenance["finished"]`` is False)."""
-    root, experiment, version = _split(os.fspath(location))
-    store = Store(absolute(root))
+    text, _, query = os.fspath(location).partition("?")  # s3://b/p/exp/v0?endpoint_override=...
+    root, experiment, version = _split(text)
+    store = Store(absolute(root) + (f"?{query}" if query else ""))
     if version is None:
         versions = list_versions(store, experiment)
         if not versions:

@@ -39,6 +39,12 @@ class RayExecution(ExecutionPlugin):
     check_resources: bool = True
     concurrent_runs = True  # independent experiments of a graph can share the cluster
 
+    def prepare(self) -> None:
+        """Connect to (or start) Ray now, on this thread; ``ray.init`` wants the main thread."""
+        from .connection import ensure_connected
+
+        ensure_connected(self.address, runtime_env=self.runtime_env, init_kwargs=self.init_kwargs)
+
     def create_executor(self) -> Executor:
         from .executor import RayExecutor
 

@@ -1,5 +1,6 @@
 """Upstream-style ``crystallize.datasources`` paths (re-exports)."""
 
+from crystallize.artifact import Artifact
 from crystallize.datasource import DataSource, ExperimentInput
 
-__all__ = ["DataSource", "ExperimentInput"]
+__all__ = ["Artifact", "DataSource", "ExperimentInput"]

@@ -1,6 +1,7 @@
 """Upstream-style ``crystallize.experiments`` paths (re-exports)."""
 
 from crystallize.experiment import Experiment
+from crystallize.graph import ExperimentGraph
 from crystallize.hypothesis import Hypothesis
 from crystallize.optimizers import BaseOptimizer, GridSearchOptimizer, Objective, RandomSearchOptimizer
 from crystallize.results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
@@ -9,6 +10,7 @@ from crystallize.treatment import Treatment
 __all__ = [
     "BaseOptimizer",
     "Experiment",
+    "ExperimentGraph",
     "ExperimentMetrics",
     "GridSearchOptimizer",
     "Hypothesis",

@@ -30,6 +30,9 @@ class ExecutionPlugin(BasePlugin):
     def create_executor(self) -> Executor:
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Acquire what must be set up on the main thread (Ray connects here) before runs start."""
+
 
 @dataclass
 class SerialExecution(ExecutionPlugin):

@@ -67,6 +67,24 @@ def execution_plugin(kind: str):
     return ParallelExecution(max_workers=4, executor_type=kind)
 
 
+def build_experiment(kind: str = "ray", replicates: int = 12) -> Experiment:
+    return (
+        Experiment.builder("basic")
+        .datasource(fetch_numbers())
+        .add_step(add_delta())
+        .add_step(summarize())
+        .plugins([execution_plugin(kind)])
+        .treatments([boost_total()])
+        .hypotheses([order_by_p_value])
+        .replicates(replicates)
+        .build()
+    )
+
+
+# Module level, so `crystallize run examples/minimal_experiment/main.py` finds it (nothing runs on import).
+experiment = build_experiment()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--executor", default="ray", choices=["serial", "thread", "process", "ray"])
@@ -74,18 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    experiment = (
-        Experiment.builder("basic")
-        .datasource(fetch_numbers())
-        .add_step(add_delta())
-        .add_step(summarize())
-        .plugins([execution_plugin(args.executor)])
-        .treatments([boost_total()])
-        .hypotheses([order_by_p_value])
-        .replicates(args.replicates)
-        .build()
-    )
-    result = experiment.run()
+    result = build_experiment(args.executor, args.replicates).run()
     print("baseline total:", result.metrics.baseline.metrics["total"])
     print("boost_total total:", result.metrics.treatments["boost_total"].metrics["total"])
     print("hypothesis:", result.get_hypothesis("order_by_p_value").results)

@@ -1,0 +1,450 @@
+"""Tables of the command: a run's summary, the list of stored runs, per-condition statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from ..constants import BASELINE_CONDITION
+from ..results import HypothesisResult, Result
+from ..store import layout
+from ..store.filesystem import Store
+from ..store.records import list_versions, load_outcomes, read_json
+from .targets import TargetError, display_path
+
+MAX_METRIC_COLUMNS = 6
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "\u2014"
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return fmt(value.item())
+    return str(value)
+
+
+def numbers(values: Iterable[Any]) -> list[float] | None:
+    """The values as floats, or None when any of them is not a number."""
+    out: list[float] = []
+    for value in values:
+        if isinstance(value, (bool, int, float)) or (
+            type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0
+        ):
+            out.append(float(value))
+        else:
+            return None
+    return out
+
+
+@dataclass
+class Summary:
+    n: int
+    mean: float
+    std: float
+    low: float
+    high: float
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """n, mean, sample standard deviation and the 95% confidence interval of the mean (Student's t)."""
+    n = len(values)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    mean = math.fsum(values) / n
+    if n == 1:
+        return Summary(1, mean, math.nan, math.nan, math.nan)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half)
+
+
+# ---------------------------------------------------------------- after a run
+
+
+def counts(result: Result, condition: str) -> tuple[int, int, int]:
+    """(replicates done, failed, planned) of a condition."""
+    provenance = result.provenance
+    planned = int(provenance.get("replicates") or 0)
+    done = provenance.get("replicates_completed", {}).get(condition)
+    failed = provenance.get("replicates_failed", {}).get(condition)
+    if done is None:
+        metrics = dict(result.metrics.conditions()).get(condition)
+        done = len({r for reps in (metrics.replicates.values() if metrics else []) for r in reps})
+    if failed is None:
+        failed = len(result.errors.get(condition, {}))
+    return int(done), int(failed), planned
+
+
+def condition_names(result: Result) -> list[str]:
+    names = [str(c) for c in result.provenance.get("conditions") or []]
+    for name, _ in result.metrics.conditions():
+        if name not in names and (name != BASELINE_CONDITION or _has_values(result, name)):
+            names.append(name)
+    return names or [BASELINE_CONDITION]
+
+
+def _has_values(result: Result, condition: str) -> bool:
+    metrics = dict(result.metrics.conditions()).get(condition)
+    return bool(metrics and metrics.metrics)
+
+
+def failed_conditions(result: Result) -> list[str]:
+    """Conditions where every replicate that ran failed."""
+    out = []
+    for condition in condition_names(result):
+        done, failed, _ = counts(result, condition)
+        if done == 0 and failed > 0:
+            out.append(condition)
+    return out
+
+
+def summary_lines(name: str, result: Result) -> list[str]:
+    """One line per condition, for runs without the live display."""
+    cache_hits = result.provenance.get("cache_hits", {})
+    lines = []
+    for condition in condition_names(result):
+        done, failed, planned = counts(result, condition)
+        line = f"{name} \u00b7 {condition}: {done}/{planned} done, {failed} failed"
+        hits = len(cache_hits.get(condition, []))
+        if hits:
+            line += f", {hits} cached step hit(s)"
+        lines.append(line)
+    return lines
+
+
+def metric_names(result: Result) -> list[str]:
+    names: list[str] = []
+    for _, metrics in result.metrics.conditions():
+        for metric in metrics.metrics:
+            if metric not in names:
+                names.append(metric)
+    return names
+
+
+def run_summary(name: str, result: Result, location: str) -> Group:
+    """The compact table printed after a run: conditions, replicates, failures, metric means; hypotheses."""
+    version = result.provenance.get("version")
+    title = f"{name} v{version}" if version is not None else name
+    metrics = metric_names(result)
+    shown = metrics[:MAX_METRIC_COLUMNS]
+    table = Table(title=title, title_justify="left", title_style="bold")
+    table.add_column("condition")
+    table.add_column("done", justify="right")
+    table.add_column("failed", justify="right")
+    for metric in shown:
+        table.add_column(f"{metric} (mean)", justify="right")
+    per_condition = dict(result.metrics.conditions())
+    for condition in condition_names(result):
+        done, failed, planned = counts(result, condition)
+        values = per_condition.get(condition)
+        cells = []
+        for metric in shown:
+            series = numbers(values.metrics.get(metric, [])) if values else []
+            cells.append(fmt(summarize(series).mean) if series is not None else "(not numeric)")
+        table.add_row(
+            condition,
+            f"{done}/{planned}",
+            Text(str(failed), style="bold red" if failed else ""),
+            *cells,
+        )
+    parts: list[Any] = [table]
+    if len(metrics) > len(shown):
+        parts.append(Text(f"  {len(metrics) - len(shown)} more metric(s): crystallize show {display_path(location)}"))
+    if result.metrics.hypotheses:
+        parts.append(hypothesis_table(result.metrics.hypotheses))
+    parts.append(Text(f"stored in {display_path(location)}"))
+    return Group(*parts)
+
+
+def hypothesis_table(hypotheses: Sequence[HypothesisResult]) -> Table:
+    table = Table(title="hypotheses", title_justify="left", title_style="bold")
+    table.add_column("hypothesis")
+    table.add_column("treatment")
+    table.add_column("result", max_width=80)
+    table.add_column("dropped pairs", justify="right")
+    table.add_column("rank", justify="right")
+    for hyp in hypotheses:
+        ranked = [item[0] for item in hyp.ranking.get("ranked", [])]
+        names = list(dict.fromkeys([*hyp.results, *hyp.errors]))
+        for treatment in names:
+            if treatment in hyp.errors:
+                text = Text(f"error: {hyp.errors[treatment]}", style="red")
+            else:
+                text = Text(_describe(hyp.results[treatment]))
+            rank = str(ranked.index(treatment) + 1) if treatment in ranked else "\u2014"
+            if treatment == hyp.ranking.get("best"):
+                rank += " (best)"
+            table.add_row(hyp.name, treatment, text, str(hyp.dropped_pairs.get(treatment, 0)), rank)
+        if not names:
+            table.add_row(hyp.name, "\u2014", "no treatments compared", "", "")
+    return table
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "  ".join(f"{k}={fmt(v)}" for k, v in value.items())
+    return fmt(value)
+
+
+# ---------------------------------------------------------------- show
+
+
+def show_run(console: Console, result: Result, location: str, *, max_errors: int = 5) -> None:
+    provenance = result.provenance
+    name = provenance.get("experiment", "?")
+    version = provenance.get("version")
+    finished = provenance.get("finished", True)
+    status = Text("finished", style="green") if finished else Text("interrupted", style="yellow")
+    header = Text.assemble((f"{name} v{version}", "bold"), "  ", status, f"  {display_path(location)}")
+    console.print(header)
+    facts = []
+    if provenance.get("started_at"):
+        facts.append(f"started {_local_time(provenance['started_at'])}")
+    executor = _executor_text(provenance.get("executor"))
+    if executor:
+        facts.append(f"executor {executor}")
+    if provenance.get("root_seed") is not None:
+        facts.append(f"seed {provenance['root_seed']}")
+    conditions = condition_names(result)
+    facts.append(f"{provenance.get('replicates', '?')} replicate(s) x {len(conditions)} condition(s)")
+    if provenance.get("wall_seconds") is not None:
+        facts.append(f"{provenance['wall_seconds']:.2f} s")
+    console.print(", ".join(facts))
+
+    table = Table(title="metrics", title_justify="left", title_style="bold")
+    for column, justify in (
+        ("condition", "left"),
+        ("metric", "left"),
+        ("n", "right"),
+        ("mean", "right"),
+        ("std", "right"),
+        ("95% CI of the mean", "right"),
+        ("failed", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    per_condition = dict(result.metrics.conditions())
+    for condition in conditions:
+        _, failed, planned = counts(result, condition)
+        values = per_condition.get(condition)
+        metrics = list(values.metrics) if values else []
+        failed_cell = Text(f"{failed}/{planned}", style="bold red" if failed else "")
+        if not metrics:
+            table.add_row(condition, "\u2014", "0", "", "", "", failed_cell)
+        for index, metric in enumerate(metrics):
+            series = numbers(values.metrics[metric]) if values else []
+            cells: list[Any]
+            if series is None:
+                cells = [str(len(values.metrics[metric])), "(not numeric)", "", ""]
+            else:
+                s = summarize(series)
+                ci = f"[{fmt(s.low)}, {fmt(s.high)}]" if s.n > 1 else "\u2014"
+                cells = [str(s.n), fmt(s.mean), fmt(s.std), ci]
+            table.add_row(
+                condition if index == 0 else "",
+                metric,
+                *cells,
+                failed_cell if index == 0 else "",
+                end_section=index == len(metrics) - 1,
+            )
+    console.print(table)
+    if result.metrics.hypotheses:
+        console.print(hypothesis_table(result.metrics.hypotheses))
+    elif not finished:
+        console.print("no hypothesis results: the run did not finish (crystallize run TARGET --resume finishes it)")
+    errors = [e for errs in result.errors.values() for _, e in sorted(errs.items())]
+    if errors:
+        console.print(Text(f"{len(errors)} failed replicate(s):", style="bold red"))
+        for error in errors[:max_errors]:
+            console.print(f"  {error}", markup=False, highlight=False)
+        if len(errors) > max_errors:
+            console.print(f"  ... and {len(errors) - max_errors} more")
+
+
+def _executor_text(executor: Any) -> str:
+    if not isinstance(executor, Mapping):
+        return str(executor) if executor else ""
+    name = str(executor.get("executor", "?"))
+    parallelism = executor.get("parallelism")
+    return f"{name} x{parallelism}" if parallelism and parallelism != 1 else name
+
+
+def _local_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------- stored runs
+
+
+@dataclass
+class StoredRun:
+    experiment: str
+    version: int
+    date: str
+    replicates: int | None
+    conditions: int
+    executor: str
+    status: str
+    done: int
+    failed: int
+    mode: str
+
+
+def list_runs(store: Store, experiment: str | None = None) -> list[StoredRun]:
+    """Every run with a plan under the store (abandoned claims without one are left out)."""
+    names = [experiment] if experiment else store.list_dir("")
+    runs = []
+    for name in names:
+        try:
+            versions = list_versions(store, name)
+        except ValueError:  # not a name an experiment can have: not ours
+            continue
+        for version in versions:
+            run = _stored_run(store, name, version)
+            if run is not None:
+                runs.append(run)
+    return runs
+
+
+def _stored_run(store: Store, experiment: str, version: int) -> StoredRun | None:
+    plan_path = layout.run_file(experiment, version, layout.PLAN)
+    plan = read_json(store, plan_path)
+    if plan is None:
+        return None
+    record = read_json(store, layout.run_file(experiment, version, layout.RUN_RECORD))
+    replicates = plan.get("replicates")
+    conditions = list(plan.get("conditions") or [])
+    mode = str(plan.get("mode", "run"))
+    if record is not None:
+        provenance = record.get("provenance", {})
+        date = _local_time(provenance.get("started_at", ""))
+        executor = _executor_text(provenance.get("executor"))
+        done = sum(int(v) for v in provenance.get("replicates_completed", {}).values())
+        failed = sum(int(v) for v in provenance.get("replicates_failed", {}).values())
+        conditions = list(provenance.get("conditions") or conditions)
+        status = "finished"
+    else:
+        date = _local_time(store.fs.get_file_info(store.full_path(plan_path)).mtime)
+        executor = "\u2014"
+        outcomes = load_outcomes(store, experiment, version).values()
+        done = sum(1 for o in outcomes if o.error is None)
+        failed = sum(1 for o in outcomes if o.error is not None)
+        status = "interrupted"
+    return StoredRun(
+        experiment=experiment,
+        version=version,
+        date=date,
+        replicates=int(replicates) if replicates is not None else None,
+        conditions=len(conditions),
+        executor=executor,
+        status=status,
+        done=done,
+        failed=failed,
+        mode=mode,
+    )
+
+
+def runs_table(runs: Sequence[StoredRun], location: str) -> Table:
+    table = Table(title=f"runs in {display_path(location)}", title_justify="left", title_style="bold")
+    for column, justify in (
+        ("experiment", "left"),
+        ("version", "left"),
+        ("date", "left"),
+        ("replicates", "right"),
+        ("conditions", "right"),
+        ("executor", "left"),
+        ("status", "left"),
+        ("done", "right"),
+        ("failed", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for run in runs:
+        status = Text(run.status, style="green" if run.status == "finished" else "yellow")
+        if run.mode != "run":
+            status.append(f" ({run.mode})")
+        planned = run.replicates * run.conditions if run.replicates is not None and run.mode == "run" else None
+        table.add_row(
+            run.experiment,
+            f"v{run.version}",
+            run.date,
+            str(run.replicates) if run.replicates is not None else "?",
+            str(run.conditions),
+            run.executor,
+            status,
+            f"{run.done}/{planned}" if planned is not None else str(run.done),
+            Text(str(run.failed), style="bold red" if run.failed else ""),
+        )
+    return table
+
+
+def locate_run(run: str, data: str | None) -> str:
+    """A run folder, an experiment folder, or ``name`` / ``name/vN`` under the data store, as a location."""
+    import os
+
+    from ..store.locations import data_location
+
+    if "://" not in run and os.path.isdir(run):
+        folder = run.rstrip("/") or run
+        if os.path.isfile(os.path.join(folder, layout.PLAN)):
+            return os.path.abspath(folder)
+        store = Store(os.path.abspath(os.path.dirname(os.path.abspath(folder))))
+        latest = _latest_with_plan(store, os.path.basename(os.path.abspath(folder)))
+        if latest is not None:
+            return store.uri(layout.version_dir(os.path.basename(os.path.abspath(folder)), latest))
+        raise TargetError(f"{run} is neither a run folder (no {layout.PLAN}) nor an experiment folder with runs")
+    if "://" in run:
+        return run
+    root = data_location(data)
+    store = Store(root)
+    parts = run.strip("/").split("/")
+    if len(parts) == 2 and layout.parse_version(parts[1]) is not None:
+        experiment, version = parts[0], layout.parse_version(parts[1])
+        try:
+            found = store.exists(layout.run_file(experiment, version, layout.PLAN))  # type: ignore[arg-type]
+        except ValueError:
+            found = False
+        if found:
+            return store.uri(layout.version_dir(experiment, version))  # type: ignore[arg-type]
+    elif len(parts) == 1:
+        try:
+            latest = _latest_with_plan(store, parts[0])
+        except ValueError:
+            latest = None
+        if latest is not None:
+            return store.uri(layout.version_dir(parts[0], latest))
+    raise TargetError(f"no run '{run}': not a run folder, and no runs of an experiment '{run}' in {display_path(root)}")
+
+
+def _latest_with_plan(store: Store, experiment: str) -> int | None:
+    for version in reversed(list_versions(store, experiment)):
+        if store.exists(layout.run_file(experiment, version, layout.PLAN)):
+            return version
+    return None

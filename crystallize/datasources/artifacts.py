@@ -1,0 +1,5 @@
+"""Upstream-style ``crystallize.datasources.artifacts`` path (re-export)."""
+
+from crystallize.artifact import Artifact
+
+__all__ = ["Artifact"]
