@@ -16,15 +16,10 @@ from .hashing import stable_hash
 from .store import layout
 from .store.codec import CacheEntry, CorruptEntry, decode, encode_parts, signing_key
 from .store.filesystem import Store
-from .store.locations import cache_location
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheEntry", "StepCache", "cache_key", "default_cache_root"]
-
-
-def default_cache_root() -> str:
-    return cache_location()
+__all__ = ["CacheEntry", "StepCache", "cache_key"]
 
 
 def cache_key(step: Any, data: Any, ctx: Any) -> str:

@@ -64,6 +64,17 @@ class FunctionSource(DataSource):
         return _digest(self.name, self.fn, self.explicit)
 
 
+def resolve_inputs(datasource: Any) -> None:
+    """Let datasources that read other experiments' runs (``Artifact``) pin which run, on the driver."""
+    resolve = getattr(datasource, "resolve_inputs", None)
+    if callable(resolve):
+        resolve()
+    inputs = getattr(datasource, "inputs", None)
+    if isinstance(inputs, Mapping):
+        for inner in inputs.values():
+            resolve_inputs(inner)
+
+
 class ExperimentInput(DataSource):
     """Several named datasources fetched together; the pipeline gets a dict of their outputs."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .constants import BASELINE_CONDITION
-from .datasource import DataSource
+from .datasource import DataSource, resolve_inputs
 from .engine.driver import RunSession, setup_steps
 from .engine.fold import RunFold
 from .engine.plan import ReplicateTask, RunSpec
@@ -251,7 +251,7 @@ class Experiment:
         self.validate()
         chosen = self._resolve_treatment(treatment)
         condition = chosen.name if chosen is not None else BASELINE_CONDITION
-        _resolve_inputs(self.datasource)
+        resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
             spec = self._freeze_spec(setup_ctx, mode="apply", replicates=1)
             program = replicate_program(
@@ -297,11 +297,16 @@ class Experiment:
     def _observer_plugins(self) -> list[BasePlugin]:
         return [p for p in self.plugins if not isinstance(p, ExecutionPlugin) and not overrides_loop(p)]
 
-    def _executor(self) -> tuple[Executor, bool | None]:
+    def execution_plugin(self) -> BasePlugin | None:
+        """The plugin that chooses where replicates run: the last execution plugin given (None: serial)."""
         chosen: BasePlugin | None = None
         for plugin in self.plugins:
             if isinstance(plugin, ExecutionPlugin) or overrides_loop(plugin):
                 chosen = plugin
+        return chosen
+
+    def _executor(self) -> tuple[Executor, bool | None]:
+        chosen = self.execution_plugin()
         if isinstance(chosen, ExecutionPlugin):
             return chosen.create_executor(), chosen.progress
         if chosen is not None:
@@ -351,7 +356,7 @@ class Experiment:
             plugin.before_run(self)
         if resume is not None and seed_plugin.seed is None:
             seed_plugin.root_seed = resume.plan["root_seed"]
-        _resolve_inputs(self.datasource)
+        resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
             spec = self._freeze_spec(setup_ctx, mode=mode, replicates=replicates, version=version)
             recorder = RunRecorder(store, self.id, version)
@@ -383,15 +388,6 @@ class Experiment:
             f"Experiment({self.id!r}, steps={self.pipeline.signature()!r}, "
             f"treatments={[t.name for t in self.treatments]}, replicates={self.replicates})"
         )
-
-
-def _resolve_inputs(datasource: Any) -> None:
-    """Let datasources that read other experiments' runs (``Artifact``) pin which run, on the driver."""
-    resolve = getattr(datasource, "resolve_inputs", None)
-    if callable(resolve):
-        resolve()
-    for inner in getattr(datasource, "inputs", {}).values():
-        _resolve_inputs(inner)
 
 
 def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:

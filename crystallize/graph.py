@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from .artifact import Artifact
 from .constants import BASELINE_CONDITION
+from .datasource import resolve_inputs
 from .errors import ValidationError
 from .plugins.artifacts import ArtifactPlugin
-from .plugins.execution import ExecutionPlugin, overrides_loop
+from .plugins.execution import ExecutionPlugin
 from .runs import load_run
 from .store import layout
 from .store.records import list_versions, read_json
@@ -183,7 +184,7 @@ class ExperimentGraph:
         self._check_replicates(replicates)
         if len(order) > 1 and all(_runs_concurrently(e) for e in self._experiments.values()):
             for experiment in self._experiments.values():
-                _execution_plugin(experiment).prepare()  # connect (ray.init) here, on the main thread
+                experiment.execution_plugin().prepare()  # connect (ray.init) here, on the main thread
             return self._run_concurrently(strategy, replicates)
         results: dict[str, Result] = {}
         for name in order:
@@ -309,54 +310,27 @@ def _artifacts(datasource: Any) -> Iterator[Artifact]:
             yield from _artifacts(inner)
 
 
-def _resolve(datasource: Any) -> None:
-    resolve = getattr(datasource, "resolve_inputs", None)
-    if callable(resolve):
-        resolve()
-    inputs = getattr(datasource, "inputs", None)
-    if isinstance(inputs, Mapping):
-        for inner in inputs.values():
-            _resolve(inner)
-
-
 def _plan_changes(experiment: Experiment, stored: Mapping[str, Any], replicates: int | None) -> list[str]:
     """What differs between a stored plan and the experiment now, among what can be known without running
     step setup (steps, datasource, conditions, treatments, replicates). A full check happens on resume."""
-    from .engine.resume import _step_fingerprint, plan_differences
-    from .hashing import stable_hash
+    from .engine.resume import describe_work, plan_differences
 
     try:
-        _resolve(experiment.datasource)  # an Artifact datasource pins the producer run it would read now
+        resolve_inputs(experiment.datasource)  # an Artifact datasource pins the producer run it would read now
     except Exception as exc:  # noqa: BLE001 - the run itself will raise this with its message
         return [str(exc)]
-    datasource = experiment.datasource
-    conditions = [BASELINE_CONDITION, *(t.name for t in experiment.treatments)]
+    conditions = {BASELINE_CONDITION: None, **{t.name: t for t in experiment.treatments}}
     current = {
         **stored,
         "replicates": replicates if replicates is not None else experiment.replicates,
-        "conditions": conditions,
-        "steps": [{"name": s.name, "fingerprint": _step_fingerprint(s)} for s in experiment.pipeline.steps],
-        "datasource": {
-            "name": getattr(datasource, "name", type(datasource).__name__),
-            "fingerprint": getattr(datasource, "fingerprint", None) or stable_hash(type(datasource).__qualname__),
-        },
-        "treatments": {BASELINE_CONDITION: None, **{t.name: t.fingerprint for t in experiment.treatments}},
+        **describe_work(experiment.pipeline, experiment.datasource, conditions),
     }
     return plan_differences(stored, current)
 
 
-def _execution_plugin(experiment: Experiment) -> Any:
-    """The plugin that picks ``experiment``'s executor (the last one given)."""
-    chosen = None
-    for plugin in getattr(experiment, "plugins", []):
-        if isinstance(plugin, ExecutionPlugin) or overrides_loop(plugin):
-            chosen = plugin
-    return chosen
-
-
 def _runs_concurrently(experiment: Experiment) -> bool:
     """Whether ``experiment``'s executor allows several runs at once."""
-    chosen = _execution_plugin(experiment)
+    chosen = experiment.execution_plugin()
     return isinstance(chosen, ExecutionPlugin) and bool(getattr(chosen, "concurrent_runs", False))
 
 

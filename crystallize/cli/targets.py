@@ -211,7 +211,7 @@ def apply_options(
             experiment.plugins = [*kept, plugin]
             plugin.init_hook(experiment)
         elif workers is not None:
-            current = _execution_plugin(experiment)
+            current = experiment.execution_plugin()
             if not hasattr(current, "max_workers"):
                 raise TargetError(
                     f"--workers: experiment '{experiment.id}' runs on {type(current).__name__}, which has no "
@@ -220,16 +220,6 @@ def apply_options(
             current.max_workers = workers
         if seed is not None:
             experiment.get_plugin(SeedPlugin).seed = seed
-
-
-def _execution_plugin(experiment: Any) -> Any:
-    from crystallize.plugins.execution import ExecutionPlugin, overrides_loop
-
-    chosen = None
-    for plugin in experiment.plugins:
-        if isinstance(plugin, ExecutionPlugin) or overrides_loop(plugin):
-            chosen = plugin
-    return chosen
 
 
 def display_path(location: str) -> str:

@@ -23,19 +23,11 @@ def _step_fingerprint(step: Any) -> str:
         return stable_hash(step.name, sorted(step.params))
 
 
-def build_plan(spec: RunSpec, conditions: Mapping[str, Any]) -> dict[str, Any]:
-    """The facts a resumed run must share with the original, in JSON-friendly form."""
-    from .. import __version__
-
-    datasource = spec.datasource
+def describe_work(pipeline: Any, datasource: Any, conditions: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan fields known before step setup runs: steps, datasource, conditions and treatments."""
     return {
-        "experiment": spec.name,
-        "mode": spec.mode,
-        "replicates": spec.replicates,
-        "root_seed": spec.seeding.root_seed,
-        "auto_seed": spec.seeding.auto_seed,
         "conditions": list(conditions),
-        "steps": [{"name": step.name, "fingerprint": _step_fingerprint(step)} for step in spec.pipeline.steps],
+        "steps": [{"name": step.name, "fingerprint": _step_fingerprint(step)} for step in pipeline.steps],
         "datasource": {
             "name": getattr(datasource, "name", type(datasource).__name__),
             "fingerprint": getattr(datasource, "fingerprint", None) or stable_hash(type(datasource).__qualname__),
@@ -43,6 +35,20 @@ def build_plan(spec: RunSpec, conditions: Mapping[str, Any]) -> dict[str, Any]:
         "treatments": {
             name: (treatment.fingerprint if treatment is not None else None) for name, treatment in conditions.items()
         },
+    }
+
+
+def build_plan(spec: RunSpec, conditions: Mapping[str, Any]) -> dict[str, Any]:
+    """The facts a resumed run must share with the original, in JSON-friendly form."""
+    from .. import __version__
+
+    return {
+        "experiment": spec.name,
+        "mode": spec.mode,
+        "replicates": spec.replicates,
+        "root_seed": spec.seeding.root_seed,
+        "auto_seed": spec.seeding.auto_seed,
+        **describe_work(spec.pipeline, spec.datasource, conditions),
         "initial_ctx": _safe_hash(dict(spec.initial_ctx)),
         "crystallize_version": __version__,
     }

@@ -36,6 +36,7 @@ class ArtifactPlugin(BasePlugin):
     version: int | None = field(default=None, init=False)
     experiment_id: str | None = field(default=None, init=False)
     location: str | None = field(default=None, init=False, repr=False)
+    _store_cache: Store | None = field(default=None, init=False, repr=False, compare=False)
 
     def store(self) -> Store:
         """The data store; its location is fixed (made absolute) on the driver."""
@@ -99,16 +100,13 @@ class ArtifactPlugin(BasePlugin):
             outcome.artifacts[index] = replace(entry, path=store.uri(relative), data=None)
 
     def _worker_store(self) -> Store:
-        cached = getattr(self, "_store_cache", None)
-        if cached is None:
-            cached = self.store()
-            object.__setattr__(self, "_store_cache", cached)
-        return cached
+        """One Store (and so one filesystem client) per process, made on first use."""
+        if self._store_cache is None:
+            self._store_cache = self.store()
+        return self._store_cache
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_store_cache", None)
-        return state
+        return {**self.__dict__, "_store_cache": None}
 
 
 def load_metrics(experiment_dir: str | os.PathLike[str], version: int | None = None) -> tuple[int, Any]:
