@@ -1,14 +1,32 @@
-"""The step cache: a cacheable step's output, metrics and artifacts, keyed by everything that shaped them.
+"""The step cache: a cacheable step's output is reused only where recomputing it would give the same value.
 
-Key = hash(step code + explicit params, context values the step was given, input data).
+An entry is keyed in two layers. The *base key* covers what is known before the
+step runs: the step's identity (its code and the user code it reaches, made on the
+driver), its parameters, the context values injected into it, and its input. The
+*full key* adds what only running the step reveals: the context keys it read in its
+body (their values, or their absence), the replicate's ``ctx.rng`` stream when it
+drew from it, and the state of the global ``random``/``numpy.random`` generators
+when it drew from those. Every read-set a step has shown is kept beside its entries
+(``<fingerprint>/reads``), so a lookup recomputes the full key for each and loads the
+entry stored under it; an entry whose recorded reads disagree is not trusted.
+
 Entries live in the cache store (``.cache/`` or ``$CRYSTALLIZE_CACHE_URI``) at
-``<step fingerprint>/<key>``, written atomically and checksummed (and signed when
-``$CRYSTALLIZE_CACHE_KEY`` is set): a corrupt or unsigned entry is recomputed, never trusted.
+``<step fingerprint>/<full key>``, written atomically and checksummed (and signed
+when ``$CRYSTALLIZE_CACHE_KEY`` is set): a corrupt or unsigned entry is recomputed,
+never trusted. A read-set file that is lost or stale costs a recomputation, never a
+wrong answer, because the full key holds every value the step looked at.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import random
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import CacheError
@@ -19,34 +37,156 @@ from .store.filesystem import Store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheEntry", "StepCache", "cache_key"]
+__all__ = ["CacheEntry", "ReadSet", "StepCache", "cache_key", "full_key", "global_rng_digest"]
+
+ABSENT = "<absent>"
 
 
-def cache_key(step: Any, data: Any, ctx: Any) -> str:
-    try:
-        return stable_hash(step.fingerprint, step.context_values(ctx), data)
-    except CacheError as exc:
-        raise CacheError(f"step '{step.name}' is cacheable but its input cannot be hashed: {exc}") from exc
-    except RecursionError as exc:
-        raise CacheError(
-            f"step '{step.name}' is cacheable but its input cannot be hashed: "
+@dataclass(frozen=True)
+class ReadSet:
+    """What a step looked at while it ran, beyond its base key."""
+
+    keys: tuple[str, ...] = ()
+    rng: bool = False
+    global_rng: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"keys": list(self.keys), "rng": self.rng, "global_rng": self.global_rng}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReadSet:
+        raw = json.loads(text)
+        return cls(tuple(str(k) for k in raw["keys"]), bool(raw["rng"]), bool(raw["global_rng"]))
+
+
+def _hash_error(step_name: str, exc: Exception) -> CacheError:
+    if isinstance(exc, RecursionError):
+        return CacheError(
+            f"step '{step_name}' is cacheable but its input cannot be hashed: "
             "it contains a reference cycle or is nested too deeply"
-        ) from exc
+        )
+    return CacheError(f"step '{step_name}' is cacheable but its input cannot be hashed: {exc}")
+
+
+def cache_key(step: Any, data: Any, ctx: Any, fingerprint: str | None = None) -> str:
+    """The base key: step identity, explicit and injected parameters, and the input data."""
+    try:
+        return stable_hash(fingerprint or step.fingerprint, step.context_values(ctx), data)
+    except (CacheError, RecursionError) as exc:
+        raise _hash_error(step.name, exc) from exc
+
+
+def full_key(base: str, reads: ReadSet, ctx: Any, *, stage: int, global_digest: str) -> str:
+    """The base key plus the values behind a read-set, as this replicate's context has them."""
+    values = ctx._data
+    read_values = [(key, values[key]) if key in values else (key, ABSENT) for key in reads.keys]
+    extra: list[Any] = []
+    if reads.rng:
+        extra.append(("rng", ctx._rng_seed, stage))
+    if reads.global_rng:
+        extra.append(("global_rng", global_digest))
+    return stable_hash(base, read_values, extra)
+
+
+def global_rng_digest() -> str:
+    """A digest of the global ``random`` and ``numpy.random`` states (cheap: no Python-level loop)."""
+    import numpy as np
+
+    hasher = hashlib.blake2b(digest_size=16)
+    version, internal, gauss = random.getstate()
+    hasher.update(struct.pack(f"<{len(internal)}Q", *internal))
+    hasher.update(repr((version, gauss)).encode())
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    hasher.update(np.ascontiguousarray(keys).tobytes())
+    hasher.update(repr((name, pos, has_gauss, cached)).encode())
+    return hasher.hexdigest()
+
+
+def global_rng_state() -> dict[str, Any]:
+    """The global generators' state in a JSON-friendly form (restored on a cache hit)."""
+    import numpy as np
+
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "random": [version, list(internal), gauss],
+        "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def restore_global_rng(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+Resolver = Callable[[ReadSet], "str | None"]
 
 
 class StepCache:
-    """Reads and writes cache entries in a store; the signing key is read once per process."""
+    """Reads and writes cache entries and read-sets in a store; the signing key is read once per process."""
 
     def __init__(self, root: str | Store) -> None:
         self.store = root if isinstance(root, Store) else Store(root)
         self.key = signing_key()
+        self._read_sets: dict[str, list[ReadSet]] = {}
+        self._lock = threading.Lock()
 
     @property
     def root(self) -> str:
         return self.store.location
 
-    def load(self, step: Any, key: str) -> CacheEntry | None:
-        relative = layout.cache_entry(step.fingerprint, key)
+    # ------------------------------------------------------------------ read-sets
+
+    def read_sets(self, fingerprint: str, *, refresh: bool = False) -> list[ReadSet]:
+        """The read-sets this step has shown (kept in memory; re-read from the store when none are known)."""
+        known = self._read_sets.get(fingerprint)
+        if known and not refresh:
+            return known
+        try:
+            raw = json.loads(self.store.read_bytes(layout.cache_read_sets(fingerprint)))
+            loaded = [ReadSet.from_json(item) for item in raw]
+        except FileNotFoundError:
+            loaded = []
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("Read-set file of step fingerprint %s is unreadable (%s); ignoring it.", fingerprint, exc)
+            loaded = []
+        with self._lock:
+            merged = list(self._read_sets.get(fingerprint, []))
+            merged.extend(r for r in loaded if r not in merged)
+            self._read_sets[fingerprint] = merged
+        return merged
+
+    def _remember(self, fingerprint: str, reads: ReadSet) -> None:
+        known = self.read_sets(fingerprint, refresh=True)
+        if reads in known:
+            return
+        with self._lock:
+            known = self._read_sets.setdefault(fingerprint, [])
+            if reads not in known:
+                known.append(reads)
+            payload = json.dumps([r.to_json() for r in known]).encode()
+        # Lost updates between concurrent writers only cost a later recomputation.
+        self.store.write_bytes(layout.cache_read_sets(fingerprint), payload)
+
+    # ------------------------------------------------------------------ entries
+
+    def lookup(self, step: Any, fingerprint: str, base: str, resolve: Resolver) -> CacheEntry | None:
+        """The entry for this replicate, trying every known read-set; None on a miss."""
+        for reads in self.read_sets(fingerprint):
+            key = resolve(reads)
+            if key is None:
+                continue
+            entry = self.load(step, fingerprint, key)
+            if entry is not None and ReadSet(tuple(entry.reads), entry.rng, entry.global_rng) == reads:
+                return entry
+        return None
+
+    def load(self, step: Any, fingerprint: str, key: str) -> CacheEntry | None:
+        relative = layout.cache_entry(fingerprint, key)
         try:
             blob = self.store.read_bytes(relative)
         except FileNotFoundError:
@@ -62,6 +202,7 @@ class StepCache:
             )
             return None
 
-    def save(self, step: Any, key: str, entry: CacheEntry) -> None:
+    def save(self, step: Any, fingerprint: str, base: str, reads: ReadSet, key: str, entry: CacheEntry) -> None:
         parts = encode_parts(entry, self.key)
-        self.store.write_bytes(layout.cache_entry(step.fingerprint, key), parts)
+        self.store.write_bytes(layout.cache_entry(fingerprint, key), parts)
+        self._remember(fingerprint, reads)

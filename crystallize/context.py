@@ -7,8 +7,10 @@ same to read as an int. NumPy arrays are stored as read-only views, which keeps
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Iterator, Mapping
+import types
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -114,9 +116,34 @@ class FrozenContext:
 
     Rebinding a key raises :class:`ContextMutationError`, so a treatment cannot
     silently change what another step already read.
+
+    Values that come from ``initial_ctx`` or a treatment are shared by every
+    replicate, so each replicate gets its own deep copy of a mutable one on its
+    first read (only if it is read): a step that appends to a list sees the list
+    as given, under every executor, and ``experiment.initial_ctx`` never changes.
+    Immutable values (numbers, strings, tuples of them, read-only NumPy arrays,
+    Arrow tables, resource factories, functions) are never copied, so reading a
+    10 MB array costs nanoseconds; reading a large *mutable* value (a list, a
+    dict, a DataFrame) costs one ``copy.deepcopy`` per replicate.
+
+    The context also remembers which keys were read (the cache keys entries by
+    them and the run warns about treatment keys nothing read), and offers
+    ``ctx.rng``, a NumPy ``Generator`` seeded from the replicate's seed.
     """
 
-    __slots__ = ("_data", "artifacts", "logger", "metrics")
+    __slots__ = (
+        "_data",
+        "_reads",
+        "_rng",
+        "_rng_seed",
+        "_rng_stream",
+        "_rng_used",
+        "_shared",
+        "_step_reads",
+        "artifacts",
+        "logger",
+        "metrics",
+    )
 
     def __init__(
         self,
@@ -124,18 +151,61 @@ class FrozenContext:
         *,
         logger: logging.Logger | None = None,
     ) -> None:
-        self._data: dict[str, Any] = {}
-        self.metrics = MetricsCollector()
-        self.artifacts = ArtifactLog()
-        self.logger = logger or _LOGGER
+        self._init_state(logger or _LOGGER)
         for key, value in (initial or {}).items():
             self.add(key, value)
 
+    def _init_state(self, logger: logging.Logger) -> None:
+        self._data: dict[str, Any] = {}
+        self._shared: set[str] = set()
+        self._reads: set[str] = set()
+        self._step_reads: set[str] | None = None
+        self._rng: Any = None
+        self._rng_seed: int | None = None
+        self._rng_stream = 0
+        self._rng_used = False
+        self.metrics = MetricsCollector()
+        self.artifacts = ArtifactLog()
+        self.logger = logger
+
+    # ------------------------------------------------------------------ reads
+
+    def _read(self, key: str) -> Any:
+        """The value of ``key`` for this replicate (copied from the shared one on first read)."""
+        self._reads.add(key)
+        if self._step_reads is not None:
+            self._step_reads.add(key)
+        value = self._data[key]
+        if key in self._shared:
+            self._shared.discard(key)
+            value = private_copy(key, value)
+            self._data[key] = value
+        return value
+
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self._data[key]
-        except KeyError:
+        if key not in self._data:
+            self._note_missing(key)
             raise KeyError(f"'{key}' is not in the context; available keys: {sorted(self._data)}") from None
+        return self._read(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self._data:
+            self._note_missing(key)
+            return default
+        return self._read(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self._reads.add(key)
+            if self._step_reads is not None:
+                self._step_reads.add(key)
+        return key in self._data
+
+    def _note_missing(self, key: str) -> None:
+        # A read of a missing key is still a read: the cache must know the step looked.
+        self._reads.add(key)
+        if self._step_reads is not None:
+            self._step_reads.add(key)
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.add(key, value)
@@ -149,12 +219,6 @@ class FrozenContext:
             )
         self._data[key] = _read_only(value)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
 
@@ -165,28 +229,114 @@ class FrozenContext:
         return self._data.keys()
 
     def as_dict(self) -> Mapping[str, Any]:
-        """A read-only view of the values (no copy)."""
+        """A read-only view of every value (this replicate's copies; counts as reading every key)."""
+        for key in list(self._data):
+            self._read(key)
         return MappingProxyType(self._data)
 
     def record(self, name: str, value: Any, tags: Mapping[str, Any] | None = None) -> None:
         """Same as ``ctx.metrics.add``."""
         self.metrics.add(name, value, tags)
 
+    # ------------------------------------------------------------------ randomness
+
+    @property
+    def rng(self) -> Any:
+        """A ``numpy.random.Generator`` for the current step, seeded from the replicate's seed.
+
+        Each stage of a replicate (the datasource, then every step) draws from its own
+        stream of ``SeedSequence(replicate seed, spawn_key=(stage,))``, so the draws are
+        the same under every executor (threads included) and a step served from the cache
+        does not shift what the steps after it draw.
+        """
+        self._rng_used = True
+        if self._rng is None:
+            import numpy as np
+
+            seed = self._rng_seed
+            if seed is None:
+                seed = self._data.get("seed_used")
+            sequence = np.random.SeedSequence(entropy=int(seed or 0), spawn_key=(self._rng_stream,))
+            self._rng = np.random.Generator(np.random.PCG64(sequence))
+        return self._rng
+
+    def _begin_stage(self, stream: int) -> None:
+        """The engine moves ``ctx.rng`` to the stream of the next stage."""
+        self._rng = None
+        self._rng_stream = stream
+        self._rng_used = False
+
+    # ------------------------------------------------------------------ engine
+
+    def _raw_values(self) -> dict[str, Any]:
+        """The stored values without copying or counting reads (freezing a spec)."""
+        return dict(self._data)
+
     def __repr__(self) -> str:
         return f"FrozenContext(keys={sorted(self._data)})"
 
     @classmethod
-    def _trusted(cls, values: dict[str, Any]) -> FrozenContext:
-        """Wrap values that already passed ``add`` (the engine's fast path, no re-checking)."""
+    def _trusted(cls, values: dict[str, Any], *, shared: Iterable[str] = (), seed: int | None = None) -> FrozenContext:
+        """Wrap values without re-checking them (the engine's fast path).
+
+        ``shared`` names the keys whose values other replicates also hold: they are
+        copied on first read when mutable.
+        """
         ctx = cls.__new__(cls)
+        ctx._init_state(_LOGGER)
         ctx._data = values
-        ctx.metrics = MetricsCollector()
-        ctx.artifacts = ArtifactLog()
-        ctx.logger = _LOGGER
+        ctx._shared = set(shared)
+        ctx._rng_seed = seed
         return ctx
 
     def __reduce__(self) -> Any:
-        return (_rebuild_context, (dict(self._data), self.metrics.snapshot()))
+        return (_rebuild_context, (self._raw_values(), self.metrics.snapshot()))
+
+
+_IMMUTABLE_TYPES: frozenset[type] = frozenset(
+    {int, float, complex, bool, str, bytes, type(None), range, frozenset, type(Ellipsis)}
+)
+_COPY_WARNED: set[str] = set()
+
+
+def _is_immutable(value: Any, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind in _IMMUTABLE_TYPES:
+        return True
+    if kind is tuple:
+        return depth < 4 and all(_is_immutable(item, depth + 1) for item in value)
+    module = kind.__module__ or ""
+    if module == "numpy":
+        flags = getattr(value, "flags", None)
+        return flags is None or not flags.writeable  # numpy scalars have no flags
+    if module.startswith("pyarrow"):
+        return True  # Arrow arrays, tables and scalars are immutable
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type)):
+        return True
+    from .resources import ResourceFactory
+
+    return isinstance(value, ResourceFactory)
+
+
+def private_copy(key: str, value: Any) -> Any:
+    """This replicate's own copy of a shared value: none for immutable ones, a deep copy otherwise."""
+    if _is_immutable(value):
+        return value
+    if type(value).__module__ == "numpy":
+        return _read_only(value)
+    try:
+        return copy.deepcopy(value)
+    except Exception as exc:  # noqa: BLE001 - some objects (locks, clients) refuse to be copied
+        if key not in _COPY_WARNED:
+            _COPY_WARNED.add(key)
+            _LOGGER.warning(
+                "Context value '%s' (%s) cannot be copied (%s); replicates share it, so a step that "
+                "changes it changes what later replicates see. Wrap it in resource_factory(...) instead.",
+                key,
+                type(value).__name__,
+                exc,
+            )
+        return value
 
 
 def _rebuild_context(data: dict[str, Any], metrics: dict[str, list[Any]]) -> FrozenContext:

@@ -28,7 +28,7 @@ class DataSource(ABC):
     @property
     def fingerprint(self) -> str:
         """Digest of the datasource's code and parameters (a changed datasource blocks resume)."""
-        return _digest(self.name, type(self).fetch, self.params)
+        return _digest(self.name, type(self), self.params)
 
 
 def _digest(name: str, code: Any, params: dict[str, Any]) -> str:

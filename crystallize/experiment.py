@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .constants import BASELINE_CONDITION
+from .constants import BASELINE_CONDITION, FRAMEWORK_KEYS
 from .datasource import DataSource, resolve_inputs
 from .engine.driver import RunSession, setup_steps
 from .engine.fold import RunFold
+from .engine.identity import compute_identities
 from .engine.plan import ReplicateTask, RunSpec
 from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
 from .engine.resume import build_plan, plan_differences
@@ -120,6 +122,31 @@ class Experiment:
         _check_replicates(self.replicates, "replicates")
         _check_treatments(self.treatments)
         _check_hypotheses(self.hypotheses)
+        self._check_treatment_keys(self.treatments)
+
+    def known_context_names(self) -> set[str]:
+        """Names a treatment can usefully set: step and datasource parameters, initial_ctx keys."""
+        names = set(self.initial_ctx) | set(FRAMEWORK_KEYS)
+        for step in self.pipeline.steps:
+            names.update(_injectable(step))
+            names.update(getattr(step, "params", {}) or {})
+        names.update(_source_parameters(self.datasource))
+        return names
+
+    def _check_treatment_keys(self, treatments: Iterable[Treatment]) -> None:
+        """A treatment key that is nobody's parameter but close to one is almost surely a typo."""
+        known = self.known_context_names()
+        for treatment in treatments:
+            for key in treatment.apply_map:
+                if key in known:
+                    continue
+                close = difflib.get_close_matches(key, sorted(known - set(FRAMEWORK_KEYS)), n=1, cutoff=0.75)
+                if close:
+                    raise ValidationError(
+                        f"Experiment '{self.id}': treatment '{treatment.name}' sets '{key}', which no step or "
+                        f"datasource takes as a parameter; did you mean '{close[0]}'? If a step reads '{key}' "
+                        f"from the context itself, give it a default in initial_ctx (initial_ctx={{'{key}': ...}})."
+                    )
 
     # ------------------------------------------------------------------ run
 
@@ -139,6 +166,7 @@ class Experiment:
         _check_replicates(replicates, "replicates")
         _check_treatments(treatments)
         _check_hypotheses(hypotheses)
+        self._check_treatment_keys(treatments)
         if hypotheses and not treatments:
             raise ValidationError("hypotheses compare treatments with the baseline; add at least one treatment")
         strategy = strategy if strategy is not None else self.strategy
@@ -163,6 +191,7 @@ class Experiment:
                     len(tasks),
                 )
             session.execute(tasks, conditions, fold)
+            _warn_unread_keys(session, fold, conditions)
             provenance = session.provenance(list(conditions), conditions)
             if resume is not None:
                 provenance["resumed"] = {"version": resume.version, "reused": fold.completed - len(tasks)}
@@ -184,7 +213,10 @@ class Experiment:
     ) -> Treatment:
         """Ask → run the asked treatments x ``replicates_per_trial`` → tell, ``num_trials`` times.
 
-        All treatments of one ask run side by side. Trials reuse replicate indices
+        ``num_trials`` counts ``ask()`` rounds (as in Crystallize 0.27), not candidates: an
+        optimizer that proposes several treatments per ask tries more. All treatments of one
+        ask run side by side, on whatever executor the experiment uses; the executor never
+        changes what is asked. Trials reuse replicate indices
         0..replicates_per_trial-1, so every candidate sees the same seeds.
         """
         self.validate()
@@ -193,7 +225,6 @@ class Experiment:
         metric = optimizer.objective.metric
         all_conditions: dict[str, Treatment | None] = {}
         with self._session("optimize", replicates_per_trial, {}) as session:
-            optimizer.set_parallelism(session.parallelism)
             fold = RunFold([])
             for trial in range(num_trials):
                 asked = [_as_treatment(t) for t in optimizer.ask()]
@@ -206,6 +237,7 @@ class Experiment:
                         f"trial {trial + 1}: ask() returned several treatments with the same name {names}; "
                         "tell() reports scores by name, so names within one ask must differ"
                     )
+                self._check_treatment_keys(asked)
                 conditions: dict[str, Treatment] = {}
                 for treatment in asked:
                     key = treatment.name
@@ -228,6 +260,7 @@ class Experiment:
                             fold.failures(key),
                         )
                 optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
+            _warn_unread_keys(session, fold, all_conditions)
             provenance = session.provenance(list(all_conditions), all_conditions)
             result = fold.build_result([], replicates_per_trial, provenance)
             session.finish(result)
@@ -253,7 +286,7 @@ class Experiment:
         condition = chosen.name if chosen is not None else BASELINE_CONDITION
         resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
-            spec = self._freeze_spec(setup_ctx, mode="apply", replicates=1)
+            spec = self._freeze_spec(setup_ctx, mode="apply", replicates=1, treatments=[chosen])
             program = replicate_program(
                 PreparedSpec.of(spec),
                 {condition: chosen},
@@ -278,13 +311,23 @@ class Experiment:
             raise ValidationError(f"no treatment named {treatment!r}; known: {[t.name for t in self.treatments]}")
         return _as_treatment(treatment)
 
-    def _freeze_spec(self, setup_ctx: Any, *, mode: str, replicates: int, version: int | None = None) -> RunSpec:
-        """The frozen spec workers run from: the context as step setup left it, the observer plugins, seeds."""
+    def _freeze_spec(
+        self,
+        setup_ctx: Any,
+        *,
+        mode: str,
+        replicates: int,
+        version: int | None = None,
+        treatments: Iterable[Treatment | None] = (),
+    ) -> RunSpec:
+        """The frozen spec workers run from: the context as step setup left it, the observer plugins,
+        seeds, and every identity (fingerprints, code origins) made here on the driver."""
         return RunSpec(
             name=self.id,
             datasource=self.datasource,
             pipeline=self.pipeline,
-            initial_ctx=dict(setup_ctx.as_dict()),
+            initial_ctx=setup_ctx._raw_values(),
+            identities=compute_identities(self.pipeline, self.datasource, [t for t in treatments if t is not None]),
             plugins=tuple(self._observer_plugins()),
             seeding=self.get_plugin(SeedPlugin).config(),
             replicates=replicates,
@@ -358,7 +401,9 @@ class Experiment:
             seed_plugin.root_seed = resume.plan["root_seed"]
         resolve_inputs(self.datasource)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
-            spec = self._freeze_spec(setup_ctx, mode=mode, replicates=replicates, version=version)
+            spec = self._freeze_spec(
+                setup_ctx, mode=mode, replicates=replicates, version=version, treatments=conditions.values()
+            )
             recorder = RunRecorder(store, self.id, version)
             plan = build_plan(spec, conditions)
             if resume is not None:
@@ -398,6 +443,34 @@ def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
     if not any(isinstance(p, ExecutionPlugin) or overrides_loop(p) for p in plugins):
         missing.append(SerialExecution())
     return [*missing, *plugins]
+
+
+def _injectable(part: Any) -> tuple[str, ...]:
+    signature = getattr(part, "signature", None)
+    return tuple(getattr(signature, "injectable", ()))
+
+
+def _source_parameters(datasource: Any) -> set[str]:
+    names = set(_injectable(datasource)) | set(getattr(datasource, "params", {}) or {})
+    inputs = getattr(datasource, "inputs", None)
+    if isinstance(inputs, Mapping):
+        for inner in inputs.values():
+            names |= _source_parameters(inner)
+    return names
+
+
+def _warn_unread_keys(session: RunSession, fold: RunFold, conditions: Mapping[str, Treatment | None]) -> None:
+    """Warn (once per key) about treatment keys no replicate read: those treatments changed nothing."""
+    by_key: dict[str, list[str]] = {}
+    for name, keys in fold.unread_treatment_keys(conditions).items():
+        for key in keys:
+            by_key.setdefault(key, []).append(name)
+    for key, names in by_key.items():
+        shown = ", ".join(f"'{n}'" for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        session.warn(
+            f"Experiment '{session.spec.name}': treatment {shown} sets '{key}', but no replicate read it: "
+            "no step or datasource uses that key, so it changed nothing. Check the name, or remove it."
+        )
 
 
 def _cache_root() -> str | None:

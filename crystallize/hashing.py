@@ -6,13 +6,24 @@ protocol, so neither can key a cache that several workers share. Values are fed 
 """
 
 from __future__ import annotations
+import __future__
 
+import contextlib
 import dataclasses
+import dis
+import functools
 import hashlib
-import inspect
+import importlib.metadata
+import operator
+import os
+import site
 import struct
+import sys
+import sysconfig
+import threading
 import types
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import CacheError
@@ -29,9 +40,18 @@ def stable_hash(*values: Any) -> str:
 
 
 def code_fingerprint(fn: Any) -> str:
-    """Digest of a function's code: its source when available, else its bytecode."""
+    """Digest of the code ``fn`` runs and of the user code and module-level values it reaches.
+
+    Bytecode, not source: the digest does not depend on a readable file, on comments, or on
+    where ``fn`` was defined (a module, ``__main__``, a notebook, cloudpickle by value).
+    Transitive: helpers and constants of the user's own modules are walked, so editing one
+    invalidates cached results; stdlib and installed packages (crystallize too) count by version.
+    """
     hasher = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-    _feed_function(hasher, fn)
+    _tag(hasher, b"PY", _PYTHON.encode())  # bytecode differs across Python versions
+    walker = _CodeWalker()
+    with walker.active():
+        walker.feed_callable(hasher, fn)
     return hasher.hexdigest()
 
 
@@ -73,7 +93,13 @@ def _feed(hasher: Any, value: Any) -> None:
     elif isinstance(value, (types.FunctionType, types.MethodType)):
         _feed_function(hasher, value)
     elif isinstance(value, type):
-        _tag(hasher, b"K", f"{value.__module__}.{value.__qualname__}".encode())
+        walker = _active_walker()
+        if walker is not None:  # a class held in a container a fingerprinted function reaches
+            walker.feed_class(hasher, value)
+        else:
+            _tag(hasher, b"K", f"{value.__module__}.{value.__qualname__}".encode())
+    elif isinstance(value, types.ModuleType):
+        _tag(hasher, b"MD", _module_token(value).encode())
     elif hasattr(value, "__crystallize_hash__"):
         _tag(hasher, b"H", str(value.__crystallize_hash__()).encode())
     elif dataclasses.is_dataclass(value):
@@ -166,32 +192,490 @@ def _feed_arrow_array(hasher: Any, array: Any) -> None:
 
 
 def _feed_function(hasher: Any, fn: Any) -> None:
-    fn = getattr(fn, "__func__", fn)
-    fn = inspect.unwrap(fn)
-    _tag(hasher, b"FN", f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}".encode())
-    try:
-        source = inspect.getsource(fn)
-    except (OSError, TypeError):
-        source = None
-    if source is not None:
-        _tag(hasher, b"SRC", source.encode())
-        return
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        _feed_object(hasher, fn)
-        return
-    _feed_code(hasher, code)
+    # Inside a fingerprint computation, share its walker so cycles through containers end.
+    walker = _active_walker()
+    if walker is None:
+        _tag(hasher, b"FP", code_fingerprint(fn).encode())
+    else:
+        walker.feed_callable(hasher, fn)
 
 
 def _feed_code(hasher: Any, code: types.CodeType) -> None:
+    """Feed what a code object runs: never its file name, first line, line table or qualname."""
     _tag(hasher, b"CO", code.co_code)
+    _tag(hasher, b"CN", code.co_name.encode())
+    _feed(
+        hasher,
+        (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags & ~_FUTURE_FLAGS),
+    )
     _feed(hasher, code.co_names)
     _feed(hasher, code.co_varnames)
+    _feed(hasher, code.co_freevars)
+    _feed(hasher, code.co_cellvars)
+    _tag(hasher, b"CC", str(len(code.co_consts)).encode())
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             _feed_code(hasher, const)
         else:
             _feed(hasher, const)
+
+
+# --- the code walk behind code_fingerprint ---------------------------------------------------
+
+_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
+# __future__ flags say how the code was compiled (a notebook inherits them from earlier cells),
+# not what it does; any bytecode they change is hashed anyway.
+_FUTURE_FLAGS = functools.reduce(
+    operator.or_, (getattr(__future__, name).compiler_flag for name in __future__.all_feature_names), 0
+)
+_FRAMEWORK_PACKAGES = frozenset({"crystallize", "crystallize_ray"})
+_GLOBAL_OPS = frozenset(dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"))
+# Class attributes that say where a class was defined rather than what it does.
+_SKIPPED_CLASS_ATTRS = frozenset(
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__firstlineno__",
+        "__static_attributes__",
+        "__slotnames__",  # a cache copyreg adds on first pickle or __getstate__
+    }
+)
+_ROUTINE_TYPES = (
+    types.BuiltinFunctionType,
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.MethodWrapperType,
+    types.ClassMethodDescriptorType,
+)
+_SCAN_DEPTH = 3
+_SCAN_ITEMS = 1000
+
+_ACTIVE = threading.local()
+_CODE_NAMES: weakref.WeakKeyDictionary[types.CodeType, tuple[frozenset[str], frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+_USER_MODULES: dict[tuple[str, str | None], bool] = {}
+_PACKAGE_TOKENS: dict[str, str] = {}
+
+
+def reachable_code(functions: Iterable[Any]) -> list[types.CodeType]:
+    """Every user code object ``code_fingerprint`` would walk from ``functions``, nested ones included.
+
+    Used on the driver to remember where code that cloudpickle ships by value really lives.
+    """
+    walker = _CodeWalker(collect=True)
+    with walker.active():
+        for fn in functions:
+            walker.feed_callable(_NULL_HASHER, fn)
+    return walker.codes
+
+
+class _NullHasher:
+    """Stands in for a hasher when the walk only collects code objects."""
+
+    def update(self, data: bytes) -> None:
+        pass
+
+
+_NULL_HASHER = _NullHasher()
+
+
+def _active_walker() -> _CodeWalker | None:
+    return getattr(_ACTIVE, "walker", None)
+
+
+class _CodeWalker:
+    """One walk over the code a callable reaches; remembers what it visited so cycles end."""
+
+    def __init__(self, *, collect: bool = False) -> None:
+        # key -> object: holding the object keeps its id from being reused during the walk
+        self._seen: dict[Any, Any] = {}
+        self.collect = collect
+        self.codes: list[types.CodeType] = []
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        previous = _active_walker()
+        _ACTIVE.walker = self
+        try:
+            yield
+        finally:
+            _ACTIVE.walker = previous
+
+    def _first_visit(self, key: Any, obj: Any) -> bool:
+        if key in self._seen:
+            return False
+        self._seen[key] = obj
+        return True
+
+    # -- entry points -------------------------------------------------------------------------
+
+    def feed_callable(self, hasher: Any, obj: Any, *, strict: bool = True) -> None:
+        """A function, method, class, library routine or callable instance."""
+        obj = _strip_method(obj)
+        if isinstance(obj, type):
+            self.feed_class(hasher, obj)
+            return
+        # innermost first (what actually runs); wrapper layers after, so a user decorator counts too
+        for layer in reversed(_unwrap_layers(obj)):
+            self._feed_layer(hasher, layer, strict=strict)
+
+    def feed_class(self, hasher: Any, cls: type) -> None:
+        if not _is_user_module(getattr(cls, "__module__", None)):
+            self._feed_library(hasher, cls)
+            return
+        if not self._first_visit(("class", id(cls)), cls):
+            _tag(hasher, b"KREF", cls.__qualname__.encode())
+            return
+        _tag(hasher, b"KL", cls.__qualname__.encode())
+        _tag(hasher, b"KB", str(len(cls.__bases__)).encode())
+        for base in cls.__bases__:
+            self.feed_class(hasher, base)
+        attrs = cls.__dict__
+        for name in sorted(attrs):
+            if name in _SKIPPED_CLASS_ATTRS:
+                continue
+            _tag(hasher, b"KA", name.encode())
+            value = attrs[name]
+            if isinstance(value, property):
+                for accessor in (value.fget, value.fset, value.fdel):
+                    if accessor is None:
+                        _tag(hasher, b"N")
+                    else:
+                        self.feed_callable(hasher, accessor, strict=False)
+            else:
+                self._feed_reached(hasher, value, frozenset())
+
+    # -- one layer of a callable ------------------------------------------------------------
+
+    def _feed_layer(self, hasher: Any, obj: Any, *, strict: bool) -> None:
+        if isinstance(obj, types.FunctionType):
+            if _is_user_module(_defining_module(obj)):
+                self._feed_user_function(hasher, obj)
+            else:
+                self._feed_library(hasher, obj)
+        elif isinstance(obj, type):
+            self.feed_class(hasher, obj)
+        elif _is_routine(obj) or (
+            isinstance(_safe_getattr(obj, "__qualname__"), str) and not _is_user_module(_module_name_of(obj))
+        ):
+            self._feed_library(hasher, obj)  # numpy dispatchers and ufuncs, cython functions, ...
+        else:
+            # a callable instance (a user class, functools.partial, ...): its class plus its state
+            _tag(hasher, b"CI")
+            self.feed_class(hasher, type(obj))
+            if self.collect:
+                self._scan(obj, _SCAN_DEPTH)
+            elif strict:  # the callable itself: a state without a stable hash is an error, as in stable_hash
+                _feed(hasher, obj)
+            else:
+                self._feed_value(hasher, obj)
+
+    def _feed_user_function(self, hasher: Any, fn: types.FunctionType) -> None:
+        if not self._first_visit(("fn", id(fn)), fn):
+            _tag(hasher, b"FREF", fn.__name__.encode())
+            return
+        code = fn.__code__
+        _tag(hasher, b"UF", fn.__name__.encode())
+        if self.collect:
+            _collect_code(code, self.codes)
+        else:
+            _feed_code(hasher, code)
+        global_names, attr_names = _code_names(code)
+        defaults = fn.__defaults__ or ()
+        _tag(hasher, b"DF", str(len(defaults)).encode())
+        for value in defaults:
+            self._feed_reached(hasher, value, attr_names)
+        kwdefaults = fn.__kwdefaults__ or {}
+        _tag(hasher, b"KW", str(len(kwdefaults)).encode())
+        for name in sorted(kwdefaults):
+            _tag(hasher, b"K", name.encode())
+            self._feed_reached(hasher, kwdefaults[name], attr_names)
+        cells = fn.__closure__ or ()
+        _tag(hasher, b"CL", str(len(cells)).encode())
+        for cell in cells:
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell: the variable is not bound yet
+                _tag(hasher, b"EMPTY")
+                continue
+            self._feed_reached(hasher, value, attr_names)
+        namespace = fn.__globals__
+        for name in sorted(global_names):
+            if name in namespace:  # names missing here are builtins (or NameErrors): ignored
+                _tag(hasher, b"G", name.encode())
+                self._feed_reached(hasher, namespace[name], attr_names)
+
+    def _feed_library(self, hasher: Any, obj: Any) -> None:
+        module = _defining_module(obj) if isinstance(obj, types.FunctionType) else _module_name_of(obj)
+        qualname = _safe_getattr(obj, "__qualname__")
+        if not isinstance(qualname, str):
+            qualname = _safe_getattr(obj, "__name__")
+        if not isinstance(qualname, str):
+            qualname = type(obj).__qualname__
+        _tag(hasher, b"LIB", f"{module}.{qualname}|{_package_token(module or '')}".encode())
+
+    # -- values reached through globals, closures, defaults and class attributes -------------
+
+    def _feed_reached(self, hasher: Any, value: Any, attr_names: frozenset[str]) -> None:
+        if isinstance(value, types.ModuleType):
+            self._feed_module(hasher, value, attr_names)
+        elif _is_function_like(value):
+            self.feed_callable(hasher, value, strict=False)
+        elif _is_user_module(type(value).__module__):
+            # an instance of a user class: calling its methods runs that class's code
+            _tag(hasher, b"UI")
+            self.feed_class(hasher, type(value))
+            self._feed_value(hasher, value)
+        else:
+            self._feed_value(hasher, value)
+
+    def _feed_module(self, hasher: Any, module: types.ModuleType, attr_names: frozenset[str]) -> None:
+        name = getattr(module, "__name__", "") or ""
+        if not _is_user_module(name):
+            _tag(hasher, b"LM", _package_token(name).encode())
+            return
+        _tag(hasher, b"UM", name.encode())
+        namespace = vars(module)
+        for attr in sorted(attr_names):
+            if attr not in namespace:
+                continue
+            _tag(hasher, b"MA", attr.encode())
+            if self._first_visit(("attr", id(module), attr), module):
+                self._feed_reached(hasher, namespace[attr], attr_names)
+            else:
+                _tag(hasher, b"MREF")
+
+    def _feed_value(self, hasher: Any, value: Any) -> None:
+        """By value; a value without a stable hash counts by its type, so the walk never fails."""
+        if self.collect:
+            self._scan(value, _SCAN_DEPTH)
+            return
+        sub = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+        try:
+            _feed(sub, value)
+        except Exception:  # noqa: BLE001 - any module-level object may sit in a user's globals
+            _tag(hasher, b"TY", _type_name(value).encode())
+            return
+        _tag(hasher, b"V", sub.digest())
+
+    def _scan(self, value: Any, depth: int) -> None:
+        """Collect mode: find functions and classes inside plain containers without hashing."""
+        if _is_function_like(value):
+            self.feed_callable(_NULL_HASHER, value, strict=False)
+            return
+        if depth <= 0:
+            return
+        items: Iterable[Any]
+        if isinstance(value, Mapping):
+            items = value.values()
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = value
+        elif isinstance(value, functools.partial):
+            items = (value.func, value.args, value.keywords)
+        else:
+            if _is_user_module(type(value).__module__):
+                self.feed_class(_NULL_HASHER, type(value))
+            return
+        for index, item in enumerate(items):
+            if index >= _SCAN_ITEMS:
+                break
+            self._scan(item, depth - 1)
+
+
+def _collect_code(code: types.CodeType, out: list[types.CodeType]) -> None:
+    out.append(code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _collect_code(const, out)
+
+
+def _code_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    """(global names the code tree reads or writes, every name in its co_names), cached per code."""
+    cached = _CODE_NAMES.get(code)
+    if cached is not None:
+        return cached
+    global_names: set[str] = set()
+    attr_names: set[str] = set()
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        attr_names.update(current.co_names)
+        # the same rule cloudpickle uses to pick the globals it ships with a function by value
+        global_names.update(ins.argval for ins in dis.get_instructions(current) if ins.opcode in _GLOBAL_OPS)
+        stack.extend(const for const in current.co_consts if isinstance(const, types.CodeType))
+    result = (frozenset(global_names), frozenset(attr_names))
+    _CODE_NAMES[code] = result
+    return result
+
+
+def _strip_method(obj: Any) -> Any:
+    if isinstance(obj, (types.MethodType, classmethod, staticmethod)):
+        return obj.__func__
+    return obj
+
+
+def _unwrap_layers(obj: Any) -> list[Any]:
+    """``[obj, obj.__wrapped__, ...]``: the chain ``functools.wraps`` leaves, cycle-safe."""
+    layers = [obj]
+    ids = {id(obj)}
+    while len(layers) < 100:
+        try:
+            inner = vars(layers[-1]).get("__wrapped__")
+        except TypeError:  # no __dict__: nothing wraps here
+            break
+        if inner is None or id(inner) in ids:
+            break
+        inner = _strip_method(inner)
+        layers.append(inner)
+        ids.add(id(inner))
+    return layers
+
+
+def _safe_getattr(obj: Any, name: str) -> Any:
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # noqa: BLE001 - proxies and lazy objects may raise anything from __getattr__
+        return None
+
+
+def _is_routine(obj: Any) -> bool:
+    return isinstance(obj, _ROUTINE_TYPES)
+
+
+def _is_function_like(value: Any) -> bool:
+    """Code to walk (or name by version) rather than data to hash by value."""
+    if isinstance(value, (type, types.FunctionType, types.MethodType, classmethod, staticmethod, *_ROUTINE_TYPES)):
+        return True
+    if not callable(value):
+        return False
+    if isinstance(_safe_getattr(value, "__qualname__"), str):
+        return True  # function-like library objects: numpy dispatchers, ufuncs, cython functions
+    try:
+        return "__wrapped__" in vars(value)
+    except TypeError:
+        return False
+
+
+def _defining_module(fn: types.FunctionType) -> str | None:
+    # __globals__ tells where the code lives even when functools.wraps copied another __module__
+    name = fn.__globals__.get("__name__")
+    return name if isinstance(name, str) else fn.__module__
+
+
+def _module_name_of(obj: Any) -> str | None:
+    module = _safe_getattr(obj, "__module__")
+    if isinstance(module, str):
+        return module
+    owner = _safe_getattr(obj, "__self__")  # builtin bound methods: rng.normal, "".join
+    if owner is not None and not isinstance(owner, types.ModuleType):
+        return type(owner).__module__
+    if isinstance(owner, types.ModuleType):
+        return owner.__name__
+    return type(obj).__module__
+
+
+def _is_user_module(name: str | None) -> bool:
+    """True for the user's own code (walked); False for stdlib, installed packages and crystallize.
+
+    User code: ``__main__``, modules with no file that are not builtins (exec'd, notebook cells,
+    code cloudpickle shipped by value), and modules whose file is outside the stdlib and
+    site-packages directories (so an editable install of the user's project counts as theirs).
+    """
+    if not name or name == "__main__":
+        return True
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None) if module is not None else None
+    key = (name, file if isinstance(file, str) else None)
+    cached = _USER_MODULES.get(key)
+    if cached is not None:
+        return cached
+    result = _classify_module(name, module)
+    if module is not None:
+        _USER_MODULES[key] = result
+    return result
+
+
+def _classify_module(name: str, module: types.ModuleType | None) -> bool:
+    top = name.partition(".")[0]
+    if top in _FRAMEWORK_PACKAGES or name in sys.builtin_module_names:
+        return False
+    if module is None:
+        # not importable here: the top package decides, else it is code shipped by value
+        if top != name and top in sys.modules:
+            return _is_user_module(top)
+        return top not in sys.stdlib_module_names and top not in sys.builtin_module_names
+    file = getattr(module, "__file__", None)
+    if isinstance(file, str):
+        return not _under_library_root(file)
+    spec = getattr(module, "__spec__", None)
+    if getattr(spec, "origin", None) in ("frozen", "built-in"):
+        return False
+    paths = [p for p in (getattr(module, "__path__", None) or []) if isinstance(p, str)]
+    if paths:  # a namespace package: library only if all its directories are
+        return not all(_under_library_root(p) for p in paths)
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if paths.get(key)}
+    with contextlib.suppress(AttributeError):  # old virtualenvs' site module lacks these
+        roots.update(site.getsitepackages())
+    with contextlib.suppress(AttributeError):
+        roots.add(site.getusersitepackages())
+    normalized = set()
+    for root in roots:
+        normalized.add(os.path.normcase(os.path.abspath(root)).rstrip(os.sep))
+        normalized.add(os.path.normcase(os.path.realpath(root)).rstrip(os.sep))
+    return tuple(sorted(root for root in normalized if root))
+
+
+@functools.lru_cache(maxsize=4096)
+def _under_library_root(path: str) -> bool:
+    candidates = {os.path.normcase(os.path.abspath(path)), os.path.normcase(os.path.realpath(path))}
+    return any(
+        candidate == root or candidate.startswith(root + os.sep)
+        for candidate in candidates
+        for root in _library_roots()
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, list[str]]:
+    try:
+        return importlib.metadata.packages_distributions()
+    except Exception:  # noqa: BLE001 - broken metadata must not break fingerprints
+        return {}
+
+
+def _package_token(module_name: str) -> str:
+    """``"<top-level package>==<version>"``: library code counts by its version, not its contents."""
+    top = module_name.partition(".")[0]
+    token = _PACKAGE_TOKENS.get(top)
+    if token is not None:
+        return token
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        token = f"stdlib=={_PYTHON}"
+    else:
+        versions = set()
+        for dist in _distributions().get(top, ()):
+            with contextlib.suppress(Exception):
+                versions.add(importlib.metadata.version(dist))
+        if not versions:
+            version = getattr(sys.modules.get(top), "__version__", None)
+            versions.add(version if isinstance(version, str) else "unknown")
+        token = f"{top}=={','.join(sorted(versions))}"
+    _PACKAGE_TOKENS[top] = token
+    return token
+
+
+def _module_token(module: types.ModuleType) -> str:
+    name = getattr(module, "__name__", "") or ""
+    return f"user:{name}" if _is_user_module(name) else _package_token(name)
 
 
 def _feed_object(hasher: Any, value: Any) -> None:

@@ -4,6 +4,11 @@ The experiment runs every treatment of one ``ask()`` side by side (times
 ``replicates_per_trial``), then calls ``tell()`` with the mean objective per
 treatment: ``{objective.metric: mean}`` when one treatment was asked, else
 ``{treatment.name: mean}``.
+
+What is searched depends only on the optimizer's configuration and seed, never on
+the machine: the built-ins propose ``batch_size`` candidates per ``ask()`` (one by
+default), whatever the executor or CPU count. ``optimize(num_trials=n)`` makes ``n``
+``ask()`` rounds, as in Crystallize 0.27, so it tries up to ``n * batch_size`` candidates.
 """
 
 from __future__ import annotations
@@ -61,29 +66,22 @@ class BaseOptimizer(ABC):
     def get_best_treatment(self) -> Treatment:
         """The best treatment seen so far."""
 
-    def set_parallelism(self, workers: int) -> None:
-        """Told by the experiment how many replicates can run at once; built-ins size batches by it."""
-
 
 class _BatchedOptimizer(BaseOptimizer):
     """Shared bookkeeping for the built-ins: batches of candidates, best-so-far."""
 
-    def __init__(self, objective: Objective, batch_size: int | None, name_prefix: str) -> None:
+    def __init__(self, objective: Objective, batch_size: int, name_prefix: str) -> None:
         super().__init__(objective)
-        if batch_size is not None and batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
-        self._parallel_hint = 1
         self._name_prefix = name_prefix
         self._issued = 0
         self._pending: list[Treatment] = []
         self.history: list[tuple[Treatment, float]] = []
 
-    def set_parallelism(self, workers: int) -> None:
-        self._parallel_hint = max(1, int(workers))
-
     def _batch(self) -> int:
-        return self.batch_size or self._parallel_hint
+        return self.batch_size
 
     def _make_treatment(self, params: Mapping[str, Any]) -> Treatment:
         treatment = Treatment(f"{self._name_prefix}_{self._issued}", dict(params))
@@ -113,14 +111,14 @@ class _BatchedOptimizer(BaseOptimizer):
 
 
 class GridSearchOptimizer(_BatchedOptimizer):
-    """Every combination of ``param_grid``, in order, ``batch_size`` at a time."""
+    """Every combination of ``param_grid``, in order, ``batch_size`` per ``ask()`` (default 1)."""
 
     def __init__(
         self,
         param_grid: Mapping[str, Sequence[Any]],
         objective: Objective,
         *,
-        batch_size: int | None = None,
+        batch_size: int = 1,
     ) -> None:
         super().__init__(objective, batch_size, "grid")
         if not param_grid:
@@ -143,7 +141,10 @@ class GridSearchOptimizer(_BatchedOptimizer):
 
 class RandomSearchOptimizer(_BatchedOptimizer):
     """Samples from ``space``: a list is a choice, a ``(low, high)`` tuple a uniform range
-    (integers if both ends are ints), a callable ``f(rng)`` anything else."""
+    (integers if both ends are ints), a callable ``f(rng)`` anything else.
+
+    ``batch_size`` candidates per ``ask()`` (default 1), drawn from ``seed``, so the
+    same seed searches the same candidates in the same order on every machine."""
 
     def __init__(
         self,
@@ -151,7 +152,7 @@ class RandomSearchOptimizer(_BatchedOptimizer):
         objective: Objective,
         *,
         num_samples: int | None = None,
-        batch_size: int | None = None,
+        batch_size: int = 1,
         seed: int | None = None,
     ) -> None:
         super().__init__(objective, batch_size, "random")

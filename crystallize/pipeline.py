@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .errors import CacheError, ValidationError
+from .errors import ValidationError
 from .hashing import stable_hash
 from .steps import PipelineStep
 
@@ -33,7 +33,9 @@ class Pipeline:
     @property
     def fingerprint(self) -> str:
         """Digest of the steps, for provenance and unnamed experiment ids (not a cache key)."""
-        return stable_hash([_step_digest(step) for step in self.steps])
+        from .engine.identity import step_identity
+
+        return stable_hash([step_identity(step)[0] for step in self.steps])
 
     def exit_index(self) -> int:
         """Index of the first ``exit_step``, or of the last step when there is none."""
@@ -59,14 +61,3 @@ class Pipeline:
             for name, value in (metrics or {}).items():
                 ctx.metrics.add(name, value)
         return data
-
-
-def _step_digest(step: PipelineStep) -> str:
-    """The step's fingerprint; for a parameter with no stable hash (a model, a client), its name and parameter names.
-
-    A step that is not cacheable is never refused for what its parameters are.
-    """
-    try:
-        return step.fingerprint
-    except CacheError:
-        return stable_hash(step.name, type(step).__qualname__, sorted(step.params))

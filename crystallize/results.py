@@ -95,6 +95,11 @@ class Result:
         return [entry for entries in self.artifacts.values() for entry in entries if entry.name == name]
 
     @property
+    def warnings(self) -> list[str]:
+        """What the run noticed and did not stop for (unread treatment keys, non-reproducible executors)."""
+        return list(self.provenance.get("warnings", []))
+
+    @property
     def failed(self) -> int:
         return sum(len(v) for v in self.errors.values())
 

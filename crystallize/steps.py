@@ -45,8 +45,8 @@ class PipelineStep(ABC):
 
     @property
     def fingerprint(self) -> str:
-        """Digest of the step's code and explicit parameters."""
-        return stable_hash(self.name, code_fingerprint(type(self).__call__), self.params)
+        """Digest of the step's code (every method of its class, and the user code they reach) and parameters."""
+        return stable_hash(self.name, code_fingerprint(type(self)), self.params)
 
     @property
     def step_hash(self) -> str:

@@ -18,41 +18,54 @@ WAIT_SECONDS = 600.0
 
 
 class CacheBroker:
-    """Async actor: who computes each key, and where its result lives once computed."""
+    """Async actor: who computes each base key first, which read-sets are known, where results live.
+
+    A step's read-set (the context keys it reads, whether it draws randomness) is only
+    known once it has run, so the first replicate with a given base key computes and the
+    others with that base wait for it; afterwards each resolves its own full key from the
+    known read-sets and takes the result published under that key, if any.
+    """
 
     def __init__(self) -> None:
-        self.ready: dict[str, list[Any]] = {}
+        self.read_sets: dict[str, list[str]] = {}
+        self.results: dict[str, list[Any]] = {}
         self.computing: dict[str, asyncio.Event] = {}
 
-    async def claim(self, key: str) -> tuple[str, list[Any] | None]:
-        """``("ready", [ref])`` when computed, else ``("compute", None)`` for exactly one caller at a time."""
-        if key in self.ready:
-            return "ready", self.ready[key]
-        event = self.computing.get(key)
+    async def claim(self, base: str) -> tuple[str, list[str]]:
+        """``("ready", read_sets)`` once a result for ``base`` exists; else ``("compute", [])`` for one caller."""
+        if base in self.read_sets:
+            return "ready", self.read_sets[base]
+        event = self.computing.get(base)
         if event is None:
-            self.computing[key] = asyncio.Event()
-            return "compute", None
+            self.computing[base] = asyncio.Event()
+            return "compute", []
         try:
             await asyncio.wait_for(event.wait(), WAIT_SECONDS)
         except asyncio.TimeoutError:
-            return "compute", None
-        if key in self.ready:
-            return "ready", self.ready[key]
-        return await self.claim(key)
+            return "compute", []
+        if base in self.read_sets:
+            return "ready", self.read_sets[base]
+        return await self.claim(base)
 
-    def publish(self, key: str, box: list[Any]) -> None:
-        self.ready[key] = box
-        event = self.computing.pop(key, None)
+    def fetch(self, key: str) -> list[Any] | None:
+        return self.results.get(key)
+
+    def publish(self, base: str, read_set: str, key: str, box: list[Any]) -> None:
+        known = self.read_sets.setdefault(base, [])
+        if read_set not in known:
+            known.append(read_set)
+        self.results[key] = box
+        event = self.computing.pop(base, None)
         if event is not None:
             event.set()
 
-    def abandon(self, key: str) -> None:
-        event = self.computing.pop(key, None)
+    def abandon(self, base: str) -> None:
+        event = self.computing.pop(base, None)
         if event is not None:
             event.set()
 
     def stats(self) -> dict[str, int]:
-        return {"shared_results": len(self.ready)}
+        return {"shared_results": len(self.results)}
 
 
 def start_broker() -> Any:
@@ -68,27 +81,39 @@ class SharedStepCache:
         self.persistent = persistent
         self.broker = broker
 
-    def load(self, step: Any, key: str) -> Any:
+    def lookup(self, step: Any, fingerprint: str, base: str, resolve: Any) -> Any:
         import ray
 
+        from crystallize.cache import ReadSet
+
         if self.persistent is not None:
-            entry = self.persistent.load(step, key)
+            entry = self.persistent.lookup(step, fingerprint, base, resolve)
             if entry is not None:
                 return entry
-        state, box = ray.get(self.broker.claim.remote(f"{step.fingerprint}/{key}"))
-        if state == "ready" and box:
+        state, read_sets = ray.get(self.broker.claim.remote(f"{fingerprint}/{base}"))
+        if state != "ready":
+            return None
+        for text in read_sets:
+            reads = ReadSet.from_json(text)
+            key = resolve(reads)
+            if key is None:
+                continue
+            box = ray.get(self.broker.fetch.remote(f"{fingerprint}/{key}"))
+            if not box:
+                continue
             try:
                 return ray.get(box[0])
             except Exception as exc:  # noqa: BLE001 - a lost object: compute it here instead
                 logger.warning("Shared result of step '%s' was lost (%s); recomputing", step.name, exc)
+                return None
         return None
 
-    def save(self, step: Any, key: str, entry: Any) -> None:
+    def save(self, step: Any, fingerprint: str, base: str, reads: Any, key: str, entry: Any) -> None:
         import ray
 
-        self.broker.publish.remote(f"{step.fingerprint}/{key}", [ray.put(entry)])
+        self.broker.publish.remote(f"{fingerprint}/{base}", reads.to_json(), f"{fingerprint}/{key}", [ray.put(entry)])
         if self.persistent is not None:
-            self.persistent.save(step, key, entry)
+            self.persistent.save(step, fingerprint, base, reads, key, entry)
 
-    def abandon(self, step: Any, key: str) -> None:
-        self.broker.abandon.remote(f"{step.fingerprint}/{key}")
+    def abandon(self, step: Any, fingerprint: str, base: str) -> None:
+        self.broker.abandon.remote(f"{fingerprint}/{base}")

@@ -60,8 +60,8 @@ def slow(data, ctx, *, seconds: float = 0.05):
 @pipeline_step(cacheable=True)
 def expensive(data, ctx, *, log: str = ""):
     """The same input in every replicate: one computation should serve them all."""
-    with open(log, "a") as handle:
-        handle.write(f"{ctx['replicate']}\n")
+    with open(log, "a") as handle:  # the pid, not ctx["replicate"]: reading that would key the entry per replicate
+        handle.write(f"{os.getpid()}\n")
     time.sleep(0.3)
     return data + 1, {"expensive": 1}
 

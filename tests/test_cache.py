@@ -33,7 +33,7 @@ from crystallize import (
     pipeline_step,
     treatment,
 )
-from crystallize.cache import cache_key
+from crystallize.cache import ReadSet, cache_key, full_key
 from crystallize.context import FrozenContext
 from crystallize.store.codec import MAGIC, CorruptEntry, decode
 
@@ -171,7 +171,10 @@ def hits(result: Any, step: str, condition: str = "baseline") -> int:
 
 
 def entries(root: str | Path = ".cache") -> list[Path]:
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and not p.name.startswith("."))
+    """Cache entries (not the read-set files kept beside them)."""
+    return sorted(
+        p for p in Path(root).rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != "reads.json"
+    )
 
 
 def no_errors(result: Any) -> None:
@@ -208,9 +211,15 @@ def test_entry_lives_under_step_fingerprint_and_key() -> None:
     no_errors(exp.run())
 
     ctx = FrozenContext({"replicate": 0, "condition": "baseline"})
-    expected = Path(".cache") / step.fingerprint / cache_key(step, {"value": 7, "tags": []}, ctx)
+    base = cache_key(step, {"value": 7, "tags": []}, ctx)
+    # scale looks up its parameter 'factor' in the context (absent: the default applies) and
+    # draws no randomness: that is its read-set, and the full key holds 'factor' as absent
+    full = full_key(base, ReadSet(keys=("factor",)), ctx, stage=1, global_digest="unused")
+    expected = Path(".cache") / step.fingerprint / full
     assert entries() == [expected]
     assert _decode(expected.read_bytes()).data == {"value": 14, "tags": []}
+    read_sets = json.loads((Path(".cache") / step.fingerprint / "reads.json").read_text())
+    assert [ReadSet.from_json(r) for r in read_sets] == [ReadSet(keys=("factor",))]
 
 
 def test_cache_root_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -453,7 +462,7 @@ def test_non_cacheable_step_with_unhashable_param_runs(name: str | None) -> None
 _HASHSEED_SCRIPT = """
 import json, sys
 from crystallize import Experiment, Pipeline, SerialExecution, data_source, pipeline_step
-from crystallize.cache import cache_key
+from crystallize.cache import ReadSet, cache_key, full_key
 from crystallize.context import FrozenContext
 
 @data_source

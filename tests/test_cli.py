@@ -167,6 +167,17 @@ def test_run_prints_the_summary_and_stores_the_run(tmp_path: Path) -> None:
     assert len(calls(tmp_path)) == 8
 
 
+def test_a_treatment_key_nothing_reads_is_a_warning_in_run_show_and_the_record(tmp_path: Path) -> None:
+    write_experiment(tmp_path, treatments='treatment("boost", {"delta": 10.0}), treatment("noop", {"unused_knob": 1})')
+    result = ok(cli("run", "experiment.py", "--executor", "serial", "--replicates", "3", "--seed", "5", cwd=tmp_path))
+    assert "'unused_knob'" in result.stdout + result.stderr
+    record = json.loads((tmp_path / "data/demo/v0/run.json").read_text())
+    [warning] = record["provenance"]["warnings"]
+    assert "'noop'" in warning and "'unused_knob'" in warning
+    shown = ok(cli("show", "demo", cwd=tmp_path))
+    assert "warning:" in shown.stdout and "unused_knob" in shown.stdout
+
+
 def test_seed_makes_runs_identical_across_process_and_serial_executors(tmp_path: Path) -> None:
     write_experiment(tmp_path, plugins="SerialExecution()")
     ok(cli("run", "experiment.py", "--executor", "process", "--workers", "2", "--seed", "123", "-q", cwd=tmp_path))

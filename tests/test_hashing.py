@@ -295,3 +295,283 @@ def test_code_fingerprint_of_bound_method_is_that_of_function() -> None:
             return 1
 
     assert code_fingerprint(Holder().method) == code_fingerprint(Holder.method)
+
+
+# --- code_fingerprint: what runs, transitively ---------------------------------------------------
+
+
+def _import_fresh(root: Path, files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, ModuleType]:
+    """Write ``files`` (module name -> source) under ``root`` and import them as real modules.
+
+    Each version of a module tree lives in its own directory, so no stale bytecode is reused and
+    the fingerprint is seen not to depend on the file path.
+    """
+    root.mkdir(parents=True)
+    for name, source in files.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(root))
+    for name in files:
+        monkeypatch.setitem(sys.modules, name, None)  # teardown removes the module again
+        del sys.modules[name]
+    return {name: importlib.import_module(name) for name in files}
+
+
+_HELPERS = """
+    FACTOR = 3
+
+
+    def double(x):
+        return 2 * x
+
+
+    def scale(x):
+        return double(x) * FACTOR
+
+
+    def unrelated():
+        return "not called"
+"""
+
+_STEP = """
+    import fpt_helpers
+    from fpt_helpers import scale
+
+
+    def step(data):
+        return [scale(x) for x in data] + [fpt_helpers.double(1)]
+"""
+
+
+def _step_fingerprint(root: Path, monkeypatch: pytest.MonkeyPatch, helpers: str = _HELPERS) -> str:
+    modules = _import_fresh(root, {"fpt_helpers": helpers, "fpt_step": _STEP}, monkeypatch)
+    return code_fingerprint(modules["fpt_step"].step)
+
+
+def test_fingerprint_does_not_depend_on_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same code imported from another directory, with its source file gone afterwards
+    first = _step_fingerprint(tmp_path / "a", monkeypatch)
+    second = _step_fingerprint(tmp_path / "b", monkeypatch)
+    (tmp_path / "b" / "fpt_step.py").unlink()
+    (tmp_path / "b" / "fpt_helpers.py").unlink()
+    assert code_fingerprint(sys.modules["fpt_step"].step) == first == second
+
+
+def test_editing_a_called_helper_changes_the_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _step_fingerprint(tmp_path / "v1", monkeypatch)
+    edited = _HELPERS.replace("return double(x) * FACTOR", "return double(x) * FACTOR + 1")
+    assert before != _step_fingerprint(tmp_path / "v2", monkeypatch, edited)
+
+
+def test_editing_a_module_constant_changes_the_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _step_fingerprint(tmp_path / "v1", monkeypatch)
+    assert before != _step_fingerprint(tmp_path / "v2", monkeypatch, _HELPERS.replace("FACTOR = 3", "FACTOR = 4"))
+
+
+def test_editing_a_helper_of_a_helper_changes_the_fingerprint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _step_fingerprint(tmp_path / "v1", monkeypatch)
+    # double is reached both directly (fpt_helpers.double) and through scale: drop the direct call
+    step = _STEP.replace(" + [fpt_helpers.double(1)]", "")
+    one = _import_fresh(tmp_path / "v2", {"fpt_helpers": _HELPERS, "fpt_step": step}, monkeypatch)
+    two_src = _HELPERS.replace("return 2 * x", "return 2 * x + 0.5")
+    two = _import_fresh(tmp_path / "v3", {"fpt_helpers": two_src, "fpt_step": step}, monkeypatch)
+    assert code_fingerprint(one["fpt_step"].step) != code_fingerprint(two["fpt_step"].step)
+    assert before != code_fingerprint(one["fpt_step"].step)
+
+
+def test_editing_an_unrelated_function_or_a_comment_keeps_the_fingerprint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _step_fingerprint(tmp_path / "v1", monkeypatch)
+    edited = _HELPERS.replace('return "not called"', 'return "edited, still not called"')
+    edited = edited.replace("def double(x):", "# a comment moves every line below\n\n\n    def double(x):")
+    assert before == _step_fingerprint(tmp_path / "v2", monkeypatch, edited)
+
+
+def test_closure_values_and_defaults_count() -> None:
+    def make(offset: int, default: int) -> object:
+        def compute(x: int, y: int = default) -> int:
+            return x + y + offset
+
+        return compute
+
+    assert code_fingerprint(make(1, 2)) == code_fingerprint(make(1, 2))
+    assert code_fingerprint(make(1, 2)) != code_fingerprint(make(5, 2))
+    assert code_fingerprint(make(1, 2)) != code_fingerprint(make(1, 7))
+
+
+_RECURSIVE = """
+    def is_even(n):
+        return True if n == 0 else is_odd(n - 1)
+
+
+    def is_odd(n):
+        return False if n == 0 else is_even(n - 1)
+
+
+    def countdown(n):
+        return n if n <= 0 else countdown(n - 1)
+"""
+
+
+def test_mutual_and_self_recursion_terminate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _import_fresh(tmp_path / "v1", {"fpt_recursive": _RECURSIVE}, monkeypatch)["fpt_recursive"]
+    digests = (code_fingerprint(first.is_even), code_fingerprint(first.is_odd), code_fingerprint(first.countdown))
+    assert len(set(digests)) == 3
+    edited = _RECURSIVE.replace("return False if n == 0", "return None if n == 0")
+    second = _import_fresh(tmp_path / "v2", {"fpt_recursive": edited}, monkeypatch)["fpt_recursive"]
+    assert code_fingerprint(second.is_even) != digests[0]  # is_odd, reached only through the cycle
+    assert code_fingerprint(second.countdown) == digests[2]
+
+
+_STANDALONE = """
+    import math
+
+    LIMIT = 10
+
+
+    def clip(x):
+        return min(x, LIMIT)
+
+
+    def compute(values, power=2):
+        squares = [clip(v) ** power for v in values]
+        return math.fsum(squares)
+"""
+
+
+def test_same_code_in_a_module_main_or_exec_has_the_same_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = _import_fresh(tmp_path / "m", {"fpt_standalone": _STANDALONE}, monkeypatch)["fpt_standalone"]
+    expected = code_fingerprint(module.compute)
+    source = textwrap.dedent(_STANDALONE)
+    for filename, name, padding in (("<ipython-input-3>", "__main__", "\n\n\n"), ("/elsewhere/cell.py", "cell", "")):
+        namespace: dict[str, object] = {"__name__": name}
+        # compile() inherits this file's `from __future__ import annotations`, as a notebook
+        # cell inherits an earlier cell's: compiler flags must not count
+        exec(compile(padding + source, filename, "exec"), namespace)
+        fn = namespace["compute"]
+        assert fn.__code__.co_filename == filename  # type: ignore[attr-defined]
+        assert code_fingerprint(fn) == expected
+
+
+def test_cloudpickle_by_value_copy_has_the_same_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cloudpickle = pytest.importorskip("cloudpickle")
+    modules = _import_fresh(tmp_path / "m", {"fpt_helpers": _HELPERS, "fpt_step": _STEP}, monkeypatch)
+    step = modules["fpt_step"].step
+    cloudpickle.register_pickle_by_value(modules["fpt_step"])
+    try:
+        copy = cloudpickle.loads(cloudpickle.dumps(step))
+    finally:
+        cloudpickle.unregister_pickle_by_value(modules["fpt_step"])
+    assert copy is not step
+    if copy.__code__.co_filename == step.__code__.co_filename:
+        pytest.skip("this cloudpickle keeps co_filename; the by-value case is not exercised")
+    assert copy.__code__.co_filename == "<dynamic-code>"
+    assert code_fingerprint(copy) == code_fingerprint(step)
+
+
+def _numpy_caller(function_name: str) -> object:
+    namespace: dict[str, object] = {"np": np}
+    exec(f"def reduce(values):\n    return np.{function_name}(values)\n", namespace)
+    return namespace["reduce"]
+
+
+def test_numpy_calls_count_by_name_and_version() -> None:
+    from crystallize.hashing import _package_token
+
+    digest = code_fingerprint(_numpy_caller("sum"))
+    assert digest == code_fingerprint(_numpy_caller("sum"))
+    assert digest != code_fingerprint(_numpy_caller("mean"))
+    assert _package_token("numpy.linalg") == f"numpy=={np.__version__}"
+    assert _package_token("json") == f"stdlib=={sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def test_user_module_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crystallize
+    from crystallize.hashing import _is_user_module, _package_token
+
+    module = _import_fresh(tmp_path / "m", {"fpt_standalone": _STANDALONE}, monkeypatch)["fpt_standalone"]
+    assert _is_user_module(module.__name__)
+    assert _is_user_module("__main__")
+    assert _is_user_module(None)  # exec'd code without a module name
+    assert _is_user_module("never_imported_by_value_module")  # shipped by value, not importable here
+    assert _is_user_module(__name__)  # the project's own tests, outside site-packages
+    for library in ("json", "os", "sys", "numpy", "numpy.linalg", "cloudpickle", "crystallize", "crystallize.steps"):
+        assert not _is_user_module(library), library
+    assert _package_token("crystallize.steps") == f"crystallize=={crystallize.__version__}"
+
+
+def test_user_classes_reached_count_by_their_methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = """
+        class Model:
+            SCALE = 2
+
+            def predict(self, x):
+                return x * self.SCALE
+
+
+        MODEL = Model()
+
+
+        def step(x):
+            return Model().predict(x) + MODEL.predict(x)
+    """
+    first = _import_fresh(tmp_path / "v1", {"fpt_model": source}, monkeypatch)["fpt_model"]
+    second = _import_fresh(tmp_path / "v2", {"fpt_model": source.replace("x * self", "x + self")}, monkeypatch)
+    third = _import_fresh(tmp_path / "v3", {"fpt_model": source.replace("SCALE = 2", "SCALE = 3")}, monkeypatch)
+    digests = {code_fingerprint(m.step) for m in (first, second["fpt_model"], third["fpt_model"])}
+    assert len(digests) == 3
+
+
+def test_wrapped_functions_count_the_function_they_wrap() -> None:
+    import functools
+
+    def decorate(fn: object) -> object:
+        @functools.wraps(fn)  # type: ignore[arg-type]
+        def wrapper(*args: object) -> object:
+            return fn(*args)  # type: ignore[operator]
+
+        return wrapper
+
+    one = _exec_function("def compute(x):\n    return x + 1\n")
+    two = _exec_function("def compute(x):\n    return x + 2\n")
+    assert code_fingerprint(decorate(one)) == code_fingerprint(decorate(one))
+    assert code_fingerprint(decorate(one)) != code_fingerprint(decorate(two))
+
+
+def test_fingerprint_is_stable_after_running_and_with_unhashable_globals() -> None:
+    namespace: dict[str, object] = {"LOCK": threading.Lock()}
+    exec("def compute(x):\n    with LOCK:\n        return x * 2 + 1\n", namespace)
+    compute = namespace["compute"]
+    before = code_fingerprint(compute)
+    for i in range(200):  # let the interpreter specialise the bytecode
+        compute(i)  # type: ignore[operator]
+    assert code_fingerprint(compute) == before
+
+
+def test_callable_instances_count_class_and_state() -> None:
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def __call__(self, x: int) -> int:
+            return x * self.factor
+
+    assert code_fingerprint(Scaler(2)) == code_fingerprint(Scaler(2))
+    assert code_fingerprint(Scaler(2)) != code_fingerprint(Scaler(3))
+
+
+def test_code_fingerprint_equal_in_a_fresh_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "m"
+    modules = _import_fresh(root, {"fpt_helpers": _HELPERS, "fpt_step": _STEP}, monkeypatch)
+    expected = code_fingerprint(modules["fpt_step"].step)
+    code = "from crystallize.hashing import code_fingerprint; import fpt_step; print(code_fingerprint(fpt_step.step))"
+    digests = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONDONTWRITEBYTECODE": "1"}
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.append(out.stdout.strip())
+    assert digests == [expected, expected]

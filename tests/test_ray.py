@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from ray_steps import LOCK, crash_worker, expensive, flaky_once, hold_lock, record, slow, zero
+from seed_blocks import requires_seeds
 
 from crystallize import (
     Experiment,
@@ -134,10 +135,10 @@ def test_optimizer_trials_fan_out_across_the_cluster() -> None:
             seen.append(dict(objective_values))
             super().tell(objective_values)
 
-    search = Recording({"delta": [3.0, 1.0, 2.0, 0.5]}, Objective("value", "minimize"))
+    search = Recording({"delta": [3.0, 1.0, 2.0, 0.5]}, Objective("value", "minimize"), batch_size=2)
     exp = experiment(record(), plugins=[RayExecution(progress=False)])
     best = exp.optimize(search, num_trials=2, replicates_per_trial=3)
-    assert [len(s) for s in seen] == [2, 2]  # two CPUs: two candidates per ask, run side by side
+    assert [len(s) for s in seen] == [2, 2]  # batch_size=2: two candidates per ask, run side by side
     assert dict(best.apply_map) == {"delta": 0.5}
 
 
@@ -201,6 +202,7 @@ def test_a_cacheable_result_is_computed_once_per_run_and_shared_through_the_obje
     assert again.provenance["steps"]["baseline"]["expensive"]["cache_hits"] == 8
 
 
+@requires_seeds
 def test_seed_001_runs_with_ray_execution_in_place_of_parallel_execution() -> None:
     from test_seeds import run_seed
 

@@ -6,10 +6,11 @@ import math
 from pathlib import Path
 
 import pytest
-from seed_blocks import seed_blocks, seed_files
+from seed_blocks import requires_seeds, seed_blocks, seed_files
 
 import crystallize
 
+pytestmark = requires_seeds
 SEEDS = {path.name[:3]: path for path in seed_files()}
 
 

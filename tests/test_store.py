@@ -567,7 +567,9 @@ def cache_root(store_root: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def cache_entries(location: str, step: Any) -> list[str]:
-    return sorted(p for p in Store(location).walk_files(step.fingerprint) if not p.rsplit("/", 1)[-1].startswith("."))
+    """The step's entries (not the read-set file beside them, nor temporary files)."""
+    names = Store(location).walk_files(step.fingerprint)
+    return sorted(p for p in names if not p.rsplit("/", 1)[-1].startswith(".") and not p.endswith("/reads.json"))
 
 
 def test_cache_hits_and_keeps_arrow_types(store_root: str, cache_root: str) -> None:

@@ -81,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replicates", type=_positive, metavar="N", help="replicates per condition")
     run.add_argument("--resume", action="store_true", help="continue the latest run: only missing or failed replicates")
     run.add_argument("--no-cache", action="store_true", help="ignore the step cache (CRYSTALLIZE_NO_CACHE=1)")
-    run.add_argument("--seed", type=_seed, metavar="N", help="root seed (the same seed gives the same metrics)")
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        metavar="N",
+        help="root seed: the same seed gives the same metrics on every executor (steps that draw from the "
+        "global random/numpy.random under --executor thread with several workers excepted: use ctx.rng)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no live display; warnings only")
 
     runs = sub.add_parser("runs", parents=[common, data], help="list stored runs")

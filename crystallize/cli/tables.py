@@ -172,6 +172,7 @@ def run_summary(name: str, result: Result, location: str) -> Group:
         parts.append(Text(f"  {len(metrics) - len(shown)} more metric(s): crystallize show {display_path(location)}"))
     if result.metrics.hypotheses:
         parts.append(hypothesis_table(result.metrics.hypotheses))
+    parts.extend(Text(f"warning: {warning}", style="yellow") for warning in result.warnings)
     parts.append(Text(f"stored in {display_path(location)}"))
     return Group(*parts)
 
@@ -271,6 +272,8 @@ def show_run(console: Console, result: Result, location: str, *, max_errors: int
         console.print(hypothesis_table(result.metrics.hypotheses))
     elif not finished:
         console.print("no hypothesis results: the run did not finish (crystallize run TARGET --resume finishes it)")
+    for warning in result.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
     errors = [e for errs in result.errors.values() for _, e in sorted(errs.items())]
     if errors:
         console.print(Text(f"{len(errors)} failed replicate(s):", style="bold red"))

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..context import FrozenContext
+from ..context import FrozenContext, _read_only
 from ..errors import CrystallizeError, PipelineExecutionError
 from ..execution.base import Executor
 from .fold import RunFold
@@ -38,6 +38,21 @@ class RunSession:
         self.progress = progress
         self.started_wall = datetime.now(timezone.utc)
         self.started = time.perf_counter()
+        self.warnings: list[str] = []
+        if executor.shares_global_rng():
+            self.warn(
+                f"Experiment '{spec.name}': the thread executor runs {executor.parallelism()} replicates at once "
+                "in one process, sharing the global random/numpy.random generators, so steps that draw from "
+                "them give different numbers from run to run. Draw from ctx.rng (a NumPy Generator seeded "
+                "per replicate, reproducible under every executor), or use "
+                "ParallelExecution(executor_type='process') or RayExecution."
+            )
+
+    def warn(self, message: str) -> None:
+        """Log ``message`` once and keep it for the result's provenance and the run record."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            logger.warning("%s", message)
 
     @property
     def parallelism(self) -> int:
@@ -93,6 +108,7 @@ class RunSession:
             "started_at": self.started_wall.isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "wall_seconds": time.perf_counter() - self.started,
+            "warnings": list(self.warnings),
         }
 
 
@@ -107,7 +123,9 @@ def _describe_treatment(treatment: Any) -> Any:
 @contextlib.contextmanager
 def setup_steps(steps: Sequence[Any], initial_ctx: Mapping[str, Any], experiment: str) -> Iterator[FrozenContext]:
     """Call every step's ``setup`` on a fresh context (so a second run starts clean), then ``teardown``."""
-    ctx = FrozenContext(initial_ctx)
+    # Values stay shared with initial_ctx and are copied on first read, so a setup() that
+    # changes a list it reads does not change experiment.initial_ctx.
+    ctx = FrozenContext._trusted({k: _read_only(v) for k, v in initial_ctx.items()}, shared=initial_ctx)
     done: list[Any] = []
     try:
         for step in steps:

@@ -28,10 +28,12 @@ class _ConditionFold:
     artifacts: list[ArtifactEntry] = field(default_factory=list)
     step_stats: dict[str, list[float]] = field(default_factory=dict)
     cache_hits: list[tuple[int, str]] = field(default_factory=list)
+    reads: set[str] = field(default_factory=set)
 
     def add(self, outcome: ReplicateOutcome) -> None:
         replicate = outcome.replicate
         self.seeds[replicate] = outcome.seed
+        self.reads.update(outcome.reads)
         if outcome.error is not None:
             self.errors[replicate] = outcome.error
         else:
@@ -90,6 +92,18 @@ class RunFold:
                 logger.warning("Replicate failed: %s", outcome.error)
             elif self.failed == 6:
                 logger.warning("More replicates failed; see Result.errors for all of them.")
+
+    def unread_treatment_keys(self, conditions: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Per treatment, the keys it sets that no replicate of it read (so it changed nothing there)."""
+        unread: dict[str, list[str]] = {}
+        for name, treatment in conditions.items():
+            fold = self._folds.get(name)
+            if treatment is None or fold is None or not treatment.is_mapping or not (fold.finished or fold.errors):
+                continue
+            missing = [key for key in treatment.apply_map if key not in fold.reads]
+            if missing:
+                unread[name] = missing
+        return unread
 
     def condition_metrics(self, condition: str) -> TreatmentMetrics:
         return self._folds[condition].metrics()

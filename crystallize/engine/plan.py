@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from ..constants import BASELINE_CONDITION
 from ..seeding import replicate_seed
+from .identity import Identities
 
 
 class ReplicateTask(NamedTuple):
@@ -53,6 +54,7 @@ class RunSpec:
     version: int | None = None
     description: str | None = None
     artifacts_via_driver: bool = False
+    identities: Identities | None = None
 
     @property
     def id(self) -> str:
@@ -121,6 +123,7 @@ class ReplicateOutcome:
     artifacts: list[ArtifactEntry] = field(default_factory=list)
     error: ErrorRecord | None = None
     seconds: float = 0.0
+    reads: tuple[str, ...] = ()  # the condition's treatment keys this replicate read
 
     @property
     def ok(self) -> bool:
@@ -144,6 +147,7 @@ class ReplicateOutcome:
                 self.artifacts,
                 self.error,
                 self.seconds,
+                self.reads,
             ),
         )
 
@@ -157,7 +161,8 @@ def _outcome_from_state(
     artifacts: list[ArtifactEntry],
     error: ErrorRecord | None,
     seconds: float,
+    reads: tuple[str, ...] = (),
 ) -> ReplicateOutcome:
     return ReplicateOutcome(
-        condition, replicate, seed, metrics, [StepRecord(*s) for s in steps], artifacts, error, seconds
+        condition, replicate, seed, metrics, [StepRecord(*s) for s in steps], artifacts, error, seconds, tuple(reads)
     )

@@ -14,16 +14,25 @@ import inspect
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..cache import CacheEntry, StepCache, cache_key
+from ..cache import (
+    CacheEntry,
+    ReadSet,
+    StepCache,
+    cache_key,
+    full_key,
+    global_rng_digest,
+    global_rng_state,
+    restore_global_rng,
+)
 from ..constants import CONDITION_KEY, REPLICATE_KEY, SEED_USED_KEY
 from ..context import FrozenContext
 from ..errors import CacheError, PipelineExecutionError
 from ..seeding import seed_standard_generators
+from ..tracebacks import format_exception
 from .plan import ArtifactEntry, Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec, StepRecord
 
 logger = logging.getLogger(__name__)
@@ -44,7 +53,7 @@ class PreparedSpec:
     """A spec with what every replicate needs precomputed once per process."""
 
     spec: RunSpec
-    cache: Any  # a StepCache, or anything with its load/save (and optional abandon) methods
+    cache: Any  # a StepCache, or anything with its lookup/save (and optional abandon) methods
     before_replicate: list[Any]
     before_step: list[Any]
     after_step: list[Any]
@@ -79,15 +88,20 @@ def replicate_program(
     step_records: list[StepRecord] = []
     stage = "context"
     ctx: FrozenContext | None = None
+    treatment_keys: tuple[str, ...] = ()
     try:
         treatment = conditions[task.condition]
         initial = dict(spec.initial_ctx)
         if treatment is not None and treatment.is_mapping:
             initial.update(treatment.apply_map)
+            treatment_keys = tuple(treatment.apply_map)
+        shared = list(initial)
         initial[REPLICATE_KEY] = task.replicate
         initial[CONDITION_KEY] = task.condition
         initial[SEED_USED_KEY] = seed
-        ctx = FrozenContext(initial)
+        # Shared values are copied for this replicate on first read (only if mutable).
+        ctx = FrozenContext._trusted(initial, shared=shared, seed=seed)
+        ctx._begin_stage(0)
         if treatment is not None and not treatment.is_mapping:
             stage = f"treatment:{treatment.name}"
             treatment.apply(ctx)
@@ -108,12 +122,14 @@ def replicate_program(
             if index > last:
                 break
             stage = step.name
+            ctx._begin_stage(index + 1)
             for plugin in prepared.before_step:
                 plugin.before_step(spec, step)
             step_started = time.perf_counter()
             hit = False
-            if step.cacheable and prepared.cache is not None:
-                data, hit = yield from _run_cached(prepared.cache, step, data, ctx)
+            fingerprint = _cache_fingerprint(spec, index, step) if step.cacheable and prepared.cache else None
+            if fingerprint is not None:
+                data, hit = yield from _run_cached(prepared.cache, step, fingerprint, index + 1, data, ctx)
             else:
                 output = step(data, ctx)
                 if inspect.isawaitable(output):
@@ -136,7 +152,7 @@ def replicate_program(
             stage=stage,
             exception_type=type(exc).__name__,
             message=str(exc),
-            traceback=traceback.format_exc(),
+            traceback=format_exception(exc, spec.identities.origins if spec.identities else {}),
             condition=task.condition,
             replicate=task.replicate,
             exception_types=tuple(f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__),
@@ -151,6 +167,7 @@ def replicate_program(
             artifacts=_manifest(ctx, spec.artifacts_via_driver),
             error=error,
             seconds=time.perf_counter() - started,
+            reads=_treatment_reads(ctx, treatment_keys),
         )
         return outcome, None
     outcome = ReplicateOutcome(
@@ -161,51 +178,118 @@ def replicate_program(
         steps=step_records,
         artifacts=_manifest(ctx, spec.artifacts_via_driver),
         seconds=time.perf_counter() - started,
+        reads=_treatment_reads(ctx, treatment_keys),
     )
     return outcome, data
 
 
+def _treatment_reads(ctx: FrozenContext | None, keys: tuple[str, ...]) -> tuple[str, ...]:
+    if ctx is None or not keys:
+        return ()
+    return tuple(key for key in keys if key in ctx._reads)
+
+
+_UNHASHABLE_WARNED: set[str] = set()
+
+
+def _cache_fingerprint(spec: RunSpec, index: int, step: Any) -> str | None:
+    """The driver-made fingerprint of a cacheable step; None (run it uncached) when it has none."""
+    if spec.identities is not None:
+        fingerprint = spec.identities.cache_fingerprint(index)
+    else:
+        try:
+            fingerprint = step.fingerprint
+        except CacheError:
+            fingerprint = None
+    if fingerprint is None and step.name not in _UNHASHABLE_WARNED:
+        _UNHASHABLE_WARNED.add(step.name)
+        logger.warning(
+            "step '%s' is cacheable but its parameters have no stable hash; running it without the cache.", step.name
+        )
+    return fingerprint
+
+
 def _run_cached(
-    cache: Any, step: Any, data: Any, ctx: FrozenContext
+    cache: Any, step: Any, fingerprint: str, stage: int, data: Any, ctx: FrozenContext
 ) -> Generator[Awaitable[Any], Any, tuple[Any, bool]]:
+    """Run a cacheable step through the cache: a hit replays exactly what the miss did."""
     try:
-        key = cache_key(step, data, ctx)
+        base: str | None = cache_key(step, data, ctx, fingerprint)
     except CacheError as exc:
         logger.warning("%s; running it without the cache.", exc)
-        key = None
-    entry = cache.load(step, key) if key is not None else None
+        base = None
+    global_before = global_rng_digest()
+
+    def resolve(reads: ReadSet) -> str | None:
+        try:
+            return full_key(base or "", reads, ctx, stage=stage, global_digest=global_before)
+        except (CacheError, RecursionError) as exc:
+            logger.debug("step '%s': a context value it read cannot be hashed (%s); a miss", step.name, exc)
+            return None
+
+    entry = cache.lookup(step, fingerprint, base, resolve) if base is not None else None
     if entry is not None:
         for name, values in entry.metrics.items():
             for value in values:
                 ctx.metrics.add(name, value)
         for name, blob in entry.artifacts:
             ctx.artifacts.add(name, blob)
+        for key, value in entry.added.items():
+            ctx.add(key, value)
+        ctx._reads.update(entry.reads)  # what the step read counts as read, hit or miss
+        if entry.rng_state is not None:
+            restore_global_rng(entry.rng_state)
         return entry.data, True
     before = {name: len(ctx.metrics[name]) for name in ctx.metrics}
     already = len(ctx.artifacts)
+    keys_before = set(ctx.keys())
+    ctx._step_reads = set()
     try:
         output = step(data, ctx)
         if inspect.isawaitable(output):
             output = yield output
     except BaseException:
-        if key is not None and hasattr(cache, "abandon"):
-            cache.abandon(step, key)  # replicates waiting on this result compute it themselves
+        if base is not None and hasattr(cache, "abandon"):
+            cache.abandon(step, fingerprint, base)  # replicates waiting on this result compute it themselves
         raise
+    finally:
+        step_reads, ctx._step_reads = ctx._step_reads, None
     data, metrics = unpack_step_output(output)
     if metrics:
         for name, value in metrics.items():
             ctx.metrics.add(name, value)
-    if key is not None:
-        added = {
+    if base is None:
+        return data, False
+    added_keys = [key for key in ctx.keys() if key not in keys_before]
+    drew_global = global_rng_digest() != global_before
+    reads = ReadSet(
+        keys=tuple(sorted(key for key in step_reads if key not in added_keys)),
+        rng=ctx._rng_used,
+        global_rng=drew_global,
+    )
+    key = resolve(reads)
+    if key is None:
+        if hasattr(cache, "abandon"):
+            cache.abandon(step, fingerprint, base)
+        return data, False
+    entry = CacheEntry(
+        data=data,
+        metrics={
             name: list(ctx.metrics[name][before.get(name, 0) :])
             for name in ctx.metrics
             if len(ctx.metrics[name]) > before.get(name, 0)
-        }
-        artifacts = [(r.name, r.data) for r in ctx.artifacts.records[already:]]
-        try:
-            cache.save(step, key, CacheEntry(data=data, metrics=added, artifacts=artifacts))
-        except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
-            logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
+        },
+        artifacts=[(r.name, r.data) for r in ctx.artifacts.records[already:]],
+        reads=list(reads.keys),
+        rng=reads.rng,
+        global_rng=reads.global_rng,
+        added={key_: ctx._data[key_] for key_ in added_keys},
+        rng_state=global_rng_state() if drew_global else None,
+    )
+    try:
+        cache.save(step, fingerprint, base, reads, key, entry)
+    except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
+        logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
     return data, False
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..hashing import stable_hash
+from .identity import Identities, compute_identities
 from .plan import RunSpec
 
 
@@ -16,21 +17,25 @@ def _safe_hash(value: Any) -> str:
         return stable_hash(sorted(value)) if isinstance(value, Mapping) else "unhashable"
 
 
-def _step_fingerprint(step: Any) -> str:
-    try:
-        return step.fingerprint
-    except Exception:  # noqa: BLE001
-        return stable_hash(step.name, sorted(step.params))
+def describe_work(
+    pipeline: Any, datasource: Any, conditions: Mapping[str, Any], identities: Identities | None = None
+) -> dict[str, Any]:
+    """The plan fields known before step setup runs: steps, datasource, conditions and treatments.
 
-
-def describe_work(pipeline: Any, datasource: Any, conditions: Mapping[str, Any]) -> dict[str, Any]:
-    """The plan fields known before step setup runs: steps, datasource, conditions and treatments."""
+    Fingerprints come from the driver-made ``identities`` (computed here when not given), the
+    same ones the cache uses, so an edited helper a step calls blocks resume as it misses the cache.
+    """
+    if identities is None:
+        identities = compute_identities(pipeline, datasource)
     return {
         "conditions": list(conditions),
-        "steps": [{"name": step.name, "fingerprint": _step_fingerprint(step)} for step in pipeline.steps],
+        "steps": [
+            {"name": step.name, "fingerprint": fingerprint}
+            for step, fingerprint in zip(pipeline.steps, identities.steps, strict=True)
+        ],
         "datasource": {
             "name": getattr(datasource, "name", type(datasource).__name__),
-            "fingerprint": getattr(datasource, "fingerprint", None) or stable_hash(type(datasource).__qualname__),
+            "fingerprint": identities.datasource,
         },
         "treatments": {
             name: (treatment.fingerprint if treatment is not None else None) for name, treatment in conditions.items()
@@ -48,7 +53,7 @@ def build_plan(spec: RunSpec, conditions: Mapping[str, Any]) -> dict[str, Any]:
         "replicates": spec.replicates,
         "root_seed": spec.seeding.root_seed,
         "auto_seed": spec.seeding.auto_seed,
-        **describe_work(spec.pipeline, spec.datasource, conditions),
+        **describe_work(spec.pipeline, spec.datasource, conditions, spec.identities),
         "initial_ctx": _safe_hash(dict(spec.initial_ctx)),
         "crystallize_version": __version__,
     }

@@ -31,8 +31,15 @@ class Executor(ABC):
     name: str = "executor"
 
     def parallelism(self) -> int:
-        """How many replicates can run at once (optimizers size their batches by it)."""
+        """How many replicates can run at once (recorded in provenance; it never changes results)."""
         return 1
+
+    def shares_global_rng(self) -> bool:
+        """Whether replicates run at once in one interpreter, sharing ``random``/``numpy.random``.
+
+        Then draws from those global generators depend on timing, and the run warns.
+        """
+        return False
 
     def start(self, spec: RunSpec) -> None:
         self.spec = spec

@@ -78,6 +78,9 @@ class ThreadExecutor(Executor):
     def parallelism(self) -> int:
         return self.max_workers
 
+    def shares_global_rng(self) -> bool:
+        return self.max_workers > 1
+
     def start(self, spec: RunSpec) -> None:
         self.prepared = PreparedSpec.of(spec)
         self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="crystallize")

@@ -18,7 +18,7 @@ from typing import Any
 
 import cloudpickle
 
-MAGIC = b"CRYSTALLIZE-CACHE-2\n"
+MAGIC = b"CRYSTALLIZE-CACHE-3\n"
 KEY_ENV = "CRYSTALLIZE_CACHE_KEY"
 
 
@@ -28,9 +28,25 @@ class CorruptEntry(Exception):
 
 @dataclass
 class CacheEntry:
+    """A step's result and everything a hit must replay to look exactly like a miss."""
+
     data: Any
     metrics: dict[str, list[Any]] = field(default_factory=dict)
     artifacts: list[tuple[str, bytes]] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)  # context keys the step read in its body
+    rng: bool = False  # drew from ctx.rng
+    global_rng: bool = False  # drew from the global random/numpy.random generators
+    added: dict[str, Any] = field(default_factory=dict)  # context keys the step added
+    rng_state: dict[str, Any] | None = None  # the global generators' state after the step
+
+    def replay_fields(self) -> dict[str, Any]:
+        return {
+            "reads": list(self.reads),
+            "rng": self.rng,
+            "global_rng": self.global_rng,
+            "added": self.added,
+            "rng_state": self.rng_state,
+        }
 
 
 def signing_key() -> bytes | None:
@@ -104,21 +120,36 @@ def _decode_data(description: dict[str, Any], buffer: Any) -> Any:
     raise CorruptEntry(f"unknown data encoding {encoding!r}")
 
 
-def _encode_metrics(metrics: dict[str, list[Any]]) -> tuple[str, bytes]:
-    try:
-        return "json", json.dumps(metrics, allow_nan=True).encode()
-    except (TypeError, ValueError):
-        return "pickle", cloudpickle.dumps(metrics)
+def _json_exact(value: Any, depth: int = 0) -> bool:
+    """Whether JSON gives ``value`` back with the same types (tuples, NumPy scalars and int keys would not)."""
+    if depth > 50:
+        return False
+    kind = type(value)
+    if kind in (str, int, float, bool) or value is None:
+        return True
+    if kind is list:
+        return all(_json_exact(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(k) is str and _json_exact(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _encode_metrics(values: dict[str, Any]) -> tuple[str, bytes]:
+    if _json_exact(values):
+        return "json", json.dumps(values, allow_nan=True).encode()
+    return "pickle", cloudpickle.dumps(values)
 
 
 def encode_parts(entry: CacheEntry, key: bytes | None = None) -> list[Any]:
     """The entry as a list of buffers to write one after another (no copy of the payload)."""
     data_description, data_bytes = _encode_data(entry.data)
     metrics_encoding, metrics_bytes = _encode_metrics(entry.metrics)
-    body: list[Any] = [data_bytes, metrics_bytes, *(blob for _, blob in entry.artifacts)]
+    replay_encoding, replay_bytes = _encode_metrics(entry.replay_fields())
+    body: list[Any] = [data_bytes, metrics_bytes, replay_bytes, *(blob for _, blob in entry.artifacts)]
     core = {
         "data": {**data_description, "length": len(data_bytes)},
         "metrics": {"encoding": metrics_encoding, "length": len(metrics_bytes)},
+        "replay": {"encoding": replay_encoding, "length": len(replay_bytes)},
         "artifacts": [{"name": name, "length": len(blob)} for name, blob in entry.artifacts],
     }
     canonical = json.dumps(core, sort_keys=True).encode()
@@ -172,9 +203,10 @@ def decode(blob: bytes, key: bytes | None = None) -> CacheEntry:
         metrics_length = int(header["metrics"]["length"])
         metrics_bytes = bytes(body[offset : offset + metrics_length])
         offset += metrics_length
-        metrics = (
-            json.loads(metrics_bytes) if header["metrics"]["encoding"] == "json" else cloudpickle.loads(metrics_bytes)
-        )
+        metrics = _decode_mapping(header["metrics"]["encoding"], metrics_bytes)
+        replay_length = int(header["replay"]["length"])
+        replay = _decode_mapping(header["replay"]["encoding"], bytes(body[offset : offset + replay_length]))
+        offset += replay_length
         artifacts = []
         for item in header["artifacts"]:
             length = int(item["length"])
@@ -184,4 +216,17 @@ def decode(blob: bytes, key: bytes | None = None) -> CacheEntry:
         raise
     except Exception as exc:
         raise CorruptEntry(f"cannot decode: {type(exc).__name__}: {exc}") from exc
-    return CacheEntry(data=data, metrics=metrics, artifacts=artifacts)
+    return CacheEntry(
+        data=data,
+        metrics=metrics,
+        artifacts=artifacts,
+        reads=[str(k) for k in replay["reads"]],
+        rng=bool(replay["rng"]),
+        global_rng=bool(replay["global_rng"]),
+        added=dict(replay["added"]),
+        rng_state=replay["rng_state"],
+    )
+
+
+def _decode_mapping(encoding: str, payload: bytes) -> Any:
+    return json.loads(payload) if encoding == "json" else cloudpickle.loads(payload)

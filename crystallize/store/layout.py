@@ -61,3 +61,11 @@ def artifact(experiment: str, version: int, replicate: int, condition: str, step
 
 def cache_entry(fingerprint: str, key: str) -> str:
     return f"{check_segment(fingerprint, 'step fingerprint')}/{check_segment(key, 'cache key')}"
+
+
+CACHE_READ_SETS = "reads.json"
+
+
+def cache_read_sets(fingerprint: str) -> str:
+    """The read-sets a step has shown, beside its entries (entry names are hex digests, so no clash)."""
+    return f"{check_segment(fingerprint, 'step fingerprint')}/{CACHE_READ_SETS}"
