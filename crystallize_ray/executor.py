@@ -25,6 +25,7 @@ from crystallize.execution.base import Executor
 
 from .connection import ensure_connected
 from .errors import environment_broken, failed_batch
+from .interrupts import InterruptGuard
 from .worker import remote_run_batch
 
 logger = logging.getLogger(__name__)
@@ -200,9 +201,14 @@ class RayExecutor(Executor):
                 self._pending[ref] = batch
 
         submit()
+        with InterruptGuard() as interrupt:
+            yield from self._stream(ray, submit, interrupt)
+
+    def _stream(self, ray: Any, submit: Any, interrupt: InterruptGuard) -> Iterator[ReplicateOutcome]:
         while self._pending:
             # A timeout, so Ctrl-C is seen even while every task runs for minutes.
             ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
+            interrupt.check()
             for ref in ready:
                 batch = self._pending.pop(ref)
                 try:
@@ -232,6 +238,7 @@ class RayExecutor(Executor):
                 self._learn(outcomes)
                 submit()
                 yield from outcomes
+        interrupt.check()
 
     def stop(self) -> None:
         import ray

@@ -223,6 +223,7 @@ def test_seed_001_runs_with_ray_execution_in_place_of_parallel_execution() -> No
     )
 
 
+@requires_seeds
 def test_seed_000_optimize_run_apply_on_ray_matches_serial_with_a_fixed_seed() -> None:
     from test_seeds import run_seed
 
