@@ -41,6 +41,10 @@ from .treatment import Treatment
 
 logging.getLogger("crystallize").addHandler(logging.NullHandler())
 
+# The builder (and the YAML loader, through it) is given the class it builds; this is the
+# one module importing both, so it binds the default for ``ExperimentBuilder(name)``.
+ExperimentBuilder.default_experiment_class = Experiment
+
 
 def standalone_context(initial: dict | None = None, *, logger: logging.Logger | None = None) -> FrozenContext:
     """A context for calling steps by hand (tests, notebooks)."""

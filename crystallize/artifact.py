@@ -28,7 +28,7 @@ from .paths import check_relative, check_segment
 from .store import layout
 from .store.filesystem import Store
 from .store.locations import data_location
-from .store.records import list_versions, read_json
+from .store.repository import RunRepository
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Artifact(DataSource):
             plugin = self.producer.get_plugin(ArtifactPlugin)
             store = plugin.store() if plugin is not None else Store(data_location())
             producer_id = self.producer.id
-        version = newest_finished_version(store, producer_id)
+        version = RunRepository(store).latest(producer_id, require="record")
         if version is None:
             raise ValidationError(
                 f"artifact '{self._name}' comes from experiment '{producer_id}', which has no finished run "
@@ -262,14 +262,6 @@ class Artifact(DataSource):
         self.__dict__.update(state)
 
 
-def newest_finished_version(store: Store, experiment_id: str) -> int | None:
-    """The newest ``v<N>`` of ``experiment_id`` that has ``run.json`` (a finished run), or None."""
-    for version in reversed(list_versions(store, experiment_id)):
-        if store.exists(layout.run_file(experiment_id, version, layout.RUN_RECORD)):
-            return version
-    return None
-
-
 def find_step(store: Store, experiment_id: str, version: int, replicate: int, condition: str, name: str) -> str | None:
     """The step folder of ``replicate``/``condition`` holding ``name``; the last step in pipeline order
     when several wrote it; None when none did."""
@@ -277,7 +269,7 @@ def find_step(store: Store, experiment_id: str, version: int, replicate: int, co
     holding = [step for step in store.list_dir(folder) if store.exists(f"{folder}/{step}/{name}")]
     if len(holding) <= 1:
         return holding[0] if holding else None
-    plan = read_json(store, layout.run_file(experiment_id, version, layout.PLAN)) or {}
+    plan = RunRepository(store).plan(experiment_id, version) or {}
     order = [s.get("name") for s in plan.get("steps", [])]
     holding.sort(key=lambda s: order.index(s) if s in order else -1)
     return holding[-1]

@@ -1,23 +1,40 @@
-"""The fluent builder of seed 001: ``Experiment.builder("basic").datasource(...)...build()``."""
+"""The fluent builder of seed 001: ``Experiment.builder("basic").datasource(...)...build()``.
+
+The builder is given its target class and never imports :mod:`crystallize.experiment`,
+which uses it (``Experiment.builder``) — so the two do not import each other.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .datasource import DataSource
-from .experiment import Experiment
+from .errors import CrystallizeError, ValidationError
 from .hypothesis import Hypothesis
 from .pipeline import Pipeline
 from .plugins.base import BasePlugin
 from .steps import PipelineStep
 from .treatment import Treatment
 
+if TYPE_CHECKING:
+    from .experiment import Experiment
+
 
 class ExperimentBuilder:
-    """Collects the parts of an experiment; ``build()`` makes and validates it."""
+    """Collects the parts of an experiment; ``build()`` makes and validates it.
 
-    def __init__(self, name: str | None = None) -> None:
+    ``experiment_class`` is the class ``build()`` makes: ``Experiment.builder(name)``
+    passes its own class (a subclass gets builders of itself). ``ExperimentBuilder(name)``
+    without one makes ``default_experiment_class``, which the ``crystallize`` package binds
+    to ``Experiment`` when it is imported — the one place that imports both modules, so
+    the default costs no import cycle. It is read at ``build()``, not at import time.
+    """
+
+    default_experiment_class: ClassVar[type[Experiment] | None] = None
+
+    def __init__(self, name: str | None = None, *, experiment_class: type[Experiment] | None = None) -> None:
+        self._experiment_class = experiment_class
         self._name = name
         self._datasource: DataSource | None = None
         self._steps: list[PipelineStep] = []
@@ -81,10 +98,14 @@ class ExperimentBuilder:
 
     def build(self) -> Experiment:
         if self._datasource is None:
-            from .errors import ValidationError
-
             raise ValidationError("the builder needs a datasource: call .datasource(my_source())")
-        experiment = Experiment(
+        experiment_class = self._experiment_class or ExperimentBuilder.default_experiment_class
+        if experiment_class is None:  # only while the crystallize package itself is being imported
+            raise CrystallizeError(
+                "ExperimentBuilder has no experiment class: pass experiment_class=Experiment "
+                "(or use Experiment.builder(name))"
+            )
+        experiment = experiment_class(
             datasource=self._datasource,
             pipeline=Pipeline(self._steps),
             plugins=self._plugins,

@@ -29,9 +29,9 @@ from .plugins.execution import ExecutionPlugin, LegacyLoopExecutor, SerialExecut
 from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import Result
-from .store import layout
 from .store.locations import cache_disabled, cache_location
-from .store.records import RunRecorder, claim_version, list_versions, load_outcomes, read_json
+from .store.records import RunRecorder, claim_version
+from .store.repository import RunRepository
 from .treatment import Treatment
 
 if TYPE_CHECKING:
@@ -81,16 +81,17 @@ class Experiment:
 
     @classmethod
     def builder(cls, name: str | None = None) -> ExperimentBuilder:
+        """A builder of this class (the builder is given its target, so it need not import this module)."""
         from .builder import ExperimentBuilder
 
-        return ExperimentBuilder(name)
+        return ExperimentBuilder(name, experiment_class=cls)
 
     @classmethod
     def from_yaml(cls, path: Any, plugins: Sequence[BasePlugin] | None = None) -> Experiment:
         """The experiment of a folder holding ``config.yaml`` (or of that file); see ``crystallize.config``."""
         from .config import load_experiment
 
-        return load_experiment(path, plugins=plugins)
+        return load_experiment(path, plugins=plugins, experiment_class=cls)
 
     @property
     def id(self) -> str:
@@ -321,7 +322,9 @@ class Experiment:
         treatments: Iterable[Treatment | None] = (),
     ) -> RunSpec:
         """The frozen spec workers run from: the context as step setup left it, the observer plugins,
-        seeds, and every identity (fingerprints, code origins) made here on the driver."""
+        seeds, the data store's location, and every identity (fingerprints, code origins) made here on
+        the driver. ``apply`` stores nothing, so its spec names no data store."""
+        data_uri = None if mode == "apply" else self.get_plugin(ArtifactPlugin).store().location
         return RunSpec(
             name=self.id,
             datasource=self.datasource,
@@ -335,6 +338,7 @@ class Experiment:
             mode=mode,
             version=version,
             description=self.description,
+            data_uri=data_uri,
         )
 
     def _observer_plugins(self) -> list[BasePlugin]:
@@ -358,22 +362,18 @@ class Experiment:
 
     def _find_resumable(self) -> ResumePoint | None:
         """The latest version of this experiment and its records, or None when there is none."""
-        store = self.get_plugin(ArtifactPlugin).store()
-        versions = list_versions(store, self.id)
-        if not versions:
-            logger.info("Nothing to resume for '%s'; starting a new run", self.id)
+        repository = RunRepository(self.get_plugin(ArtifactPlugin).store())
+        version = repository.latest(self.id, require="plan")  # abandoned claims (no plan) are skipped
+        run = repository.open(self.id, version) if version is not None else None
+        if run is None:
+            if repository.versions(self.id):
+                logger.info("No resumable run of '%s' (no plan.json in any version); starting a new run", self.id)
+            else:
+                logger.info("Nothing to resume for '%s'; starting a new run", self.id)
             return None
-        plan = None
-        for version in reversed(versions):  # a folder with no plan is an abandoned claim: skip it
-            plan = read_json(store, layout.run_file(self.id, version, layout.PLAN))
-            if plan is not None:
-                break
-        if plan is None:
-            logger.info("No resumable run of '%s' (no plan.json in any version); starting a new run", self.id)
-            return None
-        if plan.get("mode") != "run":
-            raise ValidationError(f"cannot resume '{self.id}' v{version}: it is an optimize() record, not a run()")
-        return ResumePoint(version, plan, load_outcomes(store, self.id, version))
+        if run.plan.get("mode") != "run":
+            raise ValidationError(f"cannot resume '{self.id}' v{run.version}: it is an optimize() record, not a run()")
+        return ResumePoint(run.version, run.plan, run.outcomes)
 
     @contextlib.contextmanager
     def _session(
@@ -416,11 +416,10 @@ class Experiment:
                     )
             else:
                 if not artifact_plugin.versioned:  # rerunning into v0: the old run's records must not mix in
-                    for stale in (layout.RUN_RECORD, layout.METRICS, layout.OUTCOMES):
-                        store.delete(layout.run_file(self.id, version, stale))
+                    RunRepository(store).reset(self.id, version)
                 recorder.write_plan(plan)
             executor, progress = self._executor()
-            executor.start(spec)
+            spec = executor.start(spec) or spec  # what the workers run (None from older executors: unchanged)
             session = RunSession(self, spec, executor, progress, recorder)
             try:
                 yield session

@@ -23,7 +23,7 @@ from .plugins.artifacts import ArtifactPlugin
 from .plugins.execution import ExecutionPlugin
 from .runs import load_run
 from .store import layout
-from .store.records import list_versions, read_json
+from .store.repository import RunRepository
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -245,15 +245,12 @@ class ExperimentGraph:
         if plugin is None:
             return "no-store", None
         store = plugin.store()
-        version, plan = None, None
-        for candidate in reversed(list_versions(store, name)):  # skip abandoned claims (no plan)
-            plan = read_json(store, layout.run_file(name, candidate, layout.PLAN))
-            if plan is not None:
-                version = candidate
-                break
-        if version is None or plan is None or plan.get("mode") != "run":
+        repository = RunRepository(store)
+        latest = repository.latest(name, require="plan")  # abandoned claims (no plan) are skipped
+        run = repository.open(name, latest) if latest is not None else None
+        if run is None or run.plan.get("mode") != "run":
             return "no-run", None
-        record = read_json(store, layout.run_file(name, version, layout.RUN_RECORD))
+        version, plan, record = run.version, run.plan, run.record
         if record is None:
             logger.info("'%s' v%d did not finish; resuming it", name, version)
             return "unfinished", None
@@ -329,9 +326,9 @@ def _plan_changes(experiment: Experiment, stored: Mapping[str, Any], replicates:
 
 
 def _runs_concurrently(experiment: Experiment) -> bool:
-    """Whether ``experiment``'s executor allows several runs at once."""
+    """Whether ``experiment``'s executor allows several runs at once (``Executor.concurrent_runs``)."""
     chosen = experiment.execution_plugin()
-    return isinstance(chosen, ExecutionPlugin) and bool(getattr(chosen, "concurrent_runs", False))
+    return isinstance(chosen, ExecutionPlugin) and chosen.create_executor().concurrent_runs
 
 
 def _cycle_error(exc: CycleError) -> ValidationError:

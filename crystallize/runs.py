@@ -7,41 +7,24 @@ from typing import Any
 
 from .engine.fold import RunFold
 from .results import HypothesisResult, Result
-from .store import layout
-from .store.filesystem import Store
-from .store.locations import absolute
-from .store.records import list_versions, load_outcomes, read_json
-
-
-def _split(location: str) -> tuple[str, str, int | None]:
-    """``root/experiment/vN`` -> (root, experiment, N); ``root/experiment`` -> (root, experiment, None)."""
-    text = location.rstrip("/")
-    head, _, last = text.rpartition("/")
-    version = layout.parse_version(last)
-    if version is None:
-        root, _, experiment = text.rpartition("/")
-        return root or ".", experiment, None
-    root, _, experiment = head.rpartition("/")
-    return root or ".", experiment, version
+from .store.repository import RunRepository, parse_location
 
 
 def load_run(location: str | os.PathLike[str]) -> Result:
     """The ``Result`` of a stored run: ``data/basic/v0``, ``s3://bucket/data/basic/v3``, or
     ``data/basic`` for the latest version. Works for finished and interrupted runs alike
     (an interrupted one has no hypothesis results and ``provenance["finished"]`` is False)."""
-    text, _, query = os.fspath(location).partition("?")  # s3://b/p/exp/v0?endpoint_override=...
-    root, experiment, version = _split(text)
-    store = Store(absolute(root) + (f"?{query}" if query else ""))
+    where = parse_location(location)
+    repository = RunRepository(where.store())
+    experiment, version = where.experiment, where.version
     if version is None:
-        versions = list_versions(store, experiment)
-        if not versions:
-            raise FileNotFoundError(f"no runs of '{experiment}' under {store.location}")
-        version = versions[-1]
-    plan = read_json(store, layout.run_file(experiment, version, layout.PLAN))
-    if plan is None:
-        raise FileNotFoundError(f"{store.uri(layout.version_dir(experiment, version))} has no plan.json: not a run")
-    record = read_json(store, layout.run_file(experiment, version, layout.RUN_RECORD))
-    outcomes = load_outcomes(store, experiment, version)
+        version = repository.latest(experiment, require="claim")
+        if version is None:
+            raise FileNotFoundError(f"no runs of '{experiment}' under {repository.store.location}")
+    run = repository.open(experiment, version)
+    if run is None:
+        raise FileNotFoundError(f"{repository.uri(experiment, version)} has no plan.json: not a run")
+    plan, record, outcomes = run.plan, run.record, run.outcomes
     conditions = list(plan.get("conditions") or sorted({c for c, _ in outcomes}))
     fold = RunFold(conditions, log_failures=False)
     for outcome in outcomes.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import uuid
 from collections import deque
@@ -22,6 +23,7 @@ from crystallize.engine.plan import Conditions, ReplicateOutcome, ReplicateTask,
 from crystallize.engine.serialization import dumps_conditions, dumps_spec
 from crystallize.errors import ExecutionError
 from crystallize.execution.base import Executor
+from crystallize.store.filesystem import Store
 
 from .connection import ensure_connected
 from .errors import environment_broken, failed_batch
@@ -33,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 class RayExecutor(Executor):
     name = "ray"
+    concurrent_runs = True  # independent experiments of a graph can share the cluster
 
     def __init__(
         self,
@@ -113,7 +116,14 @@ class RayExecutor(Executor):
 
         return sum(1 for n in ray.nodes() if n.get("Alive"))
 
-    def start(self, spec: RunSpec) -> None:
+    @property
+    def shares_driver_filesystem(self) -> bool:
+        """Only a one-node Ray runs its workers beside the driver; False until Ray is connected."""
+        ray = sys.modules.get("ray")
+        return ray is not None and ray.is_initialized() and self.node_count() <= 1
+
+    def start(self, spec: RunSpec) -> RunSpec:
+        """Connect, check resources and ship the spec; on several nodes a local store's artifacts go via the driver."""
         import ray
 
         started = time.perf_counter()
@@ -122,7 +132,7 @@ class RayExecutor(Executor):
         self.startup_seconds = time.perf_counter() - started
         if self.check_resources:
             self._check_feasible()
-        if self.node_count() > 1 and spec_has_local_store(spec):
+        if not self.shares_driver_filesystem and spec_has_local_store(spec):
             spec = replace(spec, artifacts_via_driver=True, cache_root=None)
             logger.info(
                 "The data store is a local folder and the cluster has %d nodes: artifacts travel back to the "
@@ -132,7 +142,6 @@ class RayExecutor(Executor):
                 self.node_count(),
             )
             blob = dumps_spec(spec)
-        self.spec = spec
         self._broker = None
         if any(getattr(step, "cacheable", False) for step in spec.pipeline.steps):
             from .shared_cache import start_broker
@@ -140,6 +149,7 @@ class RayExecutor(Executor):
             self._broker = start_broker()
         self._spec_ref = ray.put(blob)
         self._spec_id = uuid.uuid4().hex
+        return spec
 
     # -- running ---------------------------------------------------------------------------
     def _next_batch_size(self, remaining: int, total: int, workers: int) -> int:
@@ -270,8 +280,4 @@ class RayExecutor(Executor):
 
 def spec_has_local_store(spec: RunSpec) -> bool:
     """Whether artifacts would go to a local folder (invisible to other nodes)."""
-    for plugin in spec.plugins:
-        location = getattr(plugin, "location", None)
-        if location is not None and hasattr(plugin, "store"):
-            return plugin.store().is_local
-    return False
+    return spec.data_uri is not None and Store(spec.data_uri).is_local

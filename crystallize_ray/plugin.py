@@ -37,7 +37,6 @@ class RayExecution(ExecutionPlugin):
     progress: bool | None = None
     init_kwargs: dict[str, Any] | None = None
     check_resources: bool = True
-    concurrent_runs = True  # independent experiments of a graph can share the cluster
 
     def prepare(self) -> None:
         """Connect to (or start) Ray now, on this thread; ``ray.init`` wants the main thread."""

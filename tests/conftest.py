@@ -11,24 +11,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from crystallize import AsyncExecution, ParallelExecution, SerialExecution
+from crystallize.execution import registry
 
-# name -> factory of the execution plugin. Executors added later (Ray) register here,
-# so the behavioural suite runs against them too.
-EXECUTORS = {
-    "serial": lambda: SerialExecution(progress=False),
-    "thread1": lambda: ParallelExecution(max_workers=1, executor_type="thread", progress=False),
-    "process": lambda: ParallelExecution(max_workers=2, executor_type="process", progress=False),
-    "async": lambda: AsyncExecution(progress=False),
-    "ray": lambda: _ray_execution(),
-}
-NEEDS_RAY = {"ray"}
-
-
-def _ray_execution():
-    from crystallize_ray import RayExecution
-
-    return RayExecution(progress=False)
+# id -> (registry entry, factory of the execution plugin): the conformance configurations every
+# registered executor declares (serial, thread1, process, async, ray, and any an installed package
+# adds), so the behavioural suite runs against all of them.
+CONFORMANCE = registry.conformance_configurations()
+EXECUTORS = {config_id: make for config_id, (_, make) in CONFORMANCE.items()}
+# A module an entry needs -> the session fixture that sets it up (one private Ray for the session).
+SESSION_FIXTURES = {"ray": "ray_session"}
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +59,31 @@ def _private_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(params=sorted(EXECUTORS))
 def execution(request: pytest.FixtureRequest):
-    """A fresh execution plugin of each kind; tests using it run once per executor."""
-    if request.param in NEEDS_RAY:
-        request.getfixturevalue("ray_session")
-    return EXECUTORS[request.param]()
+    """A fresh execution plugin of each kind; tests using it run once per executor (skipped when it cannot run)."""
+    entry, make = CONFORMANCE[request.param]
+    reason = entry.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"executor '{entry.name}' {reason}")
+    for module in entry.needs:
+        if module in SESSION_FIXTURES:
+            request.getfixturevalue(SESSION_FIXTURES[module])
+    return make()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The root of a store of this test's own: a folder in ``tmp_path`` or a fresh S3 bucket/prefix.
+
+    The S3 side needs the ``moto_endpoint`` fixture: a module using this one imports it from
+    ``s3_server``, as test_store.py does (whose own copy of this fixture shadows this one there).
+    """
+    import uuid
+
+    from s3_server import new_bucket
+
+    if request.param == "local":
+        root = tmp_path / "sandbox" / "store"
+        root.mkdir(parents=True)
+        return str(root)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return f"s3://{new_bucket(endpoint)}/store-{uuid.uuid4().hex[:8]}"

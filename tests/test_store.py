@@ -1,9 +1,11 @@
 """The store on every backend: a local folder and S3 (moto on loopback).
 
 Every test takes ``store_root`` (a local path or an ``s3://bucket/prefix`` URI) and runs
-once per backend: byte-level operations and atomic writes, names that must not escape
-the root, concurrent version claims, the step cache, artifacts and run records, and
-process-pool workers writing straight to the store.
+once per backend. The backend-generic ``Store`` API (byte-level operations and atomic
+writes, names that must not escape the root, concurrent version claims) is the shipped
+suite ``crystallize.testing.StoreConformance``, run here on both; the rest are the engine
+on the backend: S3 options, the step cache, artifacts and run records, and process-pool
+workers writing straight to the store.
 """
 
 from __future__ import annotations
@@ -11,18 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import struct
-import subprocess
-import sys
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 from s3_server import list_keys, moto_endpoint, new_bucket, s3_bucket, split_s3  # noqa: F401
@@ -33,7 +30,6 @@ from crystallize import (
     ParallelExecution,
     Pipeline,
     SerialExecution,
-    ValidationError,
     data_source,
     load_run,
     pipeline_step,
@@ -41,9 +37,9 @@ from crystallize import (
 )
 from crystallize.store import Store, layout
 from crystallize.store.codec import MAGIC, CacheEntry, CorruptEntry, decode, encode
-from crystallize.store.records import claim_version, list_versions, load_outcomes
+from crystallize.store.records import list_versions, load_outcomes
+from crystallize.testing import StoreConformance
 
-REJECTED = (ValidationError, ValueError)
 CALLS = "calls.log"
 
 
@@ -53,6 +49,10 @@ CALLS = "calls.log"
 @pytest.fixture(params=["local", "s3"])
 def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The root of a store of this test's own: a folder in ``tmp_path`` or a fresh S3 bucket/prefix."""
+    return make_store_root(request, tmp_path)
+
+
+def make_store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "local":
         root = tmp_path / "sandbox" / "store"
         root.mkdir(parents=True)
@@ -71,17 +71,6 @@ def everything(root: str, tmp_path: Path) -> list[str]:
         bucket, _ = split_s3(root)
         return [f"{bucket}/{key}" for key in list_keys(os.environ["CRYSTALLIZE_S3_ENDPOINT"], bucket)]
     return sorted(str(p) for p in tmp_path.rglob("*") if not p.is_dir())
-
-
-def inside(root: str, path: str) -> bool:
-    if is_s3(root):
-        bucket, prefix = split_s3(root)
-        return path.startswith(f"{bucket}/{prefix}/")
-    return path.startswith(root.rstrip("/") + "/")
-
-
-def temporaries(root: str, tmp_path: Path) -> list[str]:
-    return [p for p in everything(root, tmp_path) if p.endswith(".tmp")]
 
 
 # ------------------------------------------------------------------ building blocks
@@ -110,12 +99,6 @@ def emit(data: int, ctx: Any, delta: int = 0) -> int:
     ctx.metrics.add("square", value * value)
     ctx.artifacts.add("out/result.txt", f"{ctx['condition']}:{ctx['replicate']}:{value}".encode())
     return value
-
-
-@pipeline_step
-def keep_name(data: int, ctx: Any, names: tuple[str, ...] = ()) -> int:
-    ctx.artifacts.add(names[data], f"payload {data}".encode())
-    return data
 
 
 def build_value(kind: str) -> Any:
@@ -193,116 +176,22 @@ def experiment(root: str | None, *steps: Any, name: str = "store_exp", execution
     return Experiment(kwargs.pop("source", by_replicate()), Pipeline(list(steps)), plugins=plugins, name=name, **kwargs)
 
 
-# ------------------------------------------------------------------ 1. bytes in, bytes out
+# ------------------------------------------------------------------ 1. the Store API (the shipped suite)
 
 
-def test_basic_operations(store_root: str, tmp_path: Path) -> None:
-    store = Store(store_root)
-    assert not store.exists("a/b.txt")
-    with pytest.raises(FileNotFoundError):
-        store.read_bytes("a/b.txt")
-    with pytest.raises(FileNotFoundError):
-        store.read_bytes("nowhere/at/all.bin")
-    assert store.list_dir("nowhere") == []
-    assert list(store.walk_files("nowhere")) == []
+class TestStoreConformance(StoreConformance):
+    """The backend-generic suite on a local folder and on S3."""
 
-    every_byte = bytes(range(256)) * 3
-    store.write_bytes("a/b.txt", b"hello")
-    store.write_bytes("a/c/d.bin", memoryview(every_byte))
-    store.write_bytes("e.txt", b"")
-    assert store.read_bytes("a/b.txt") == b"hello"
-    assert store.read_bytes("a/c/d.bin") == every_byte
-    assert store.read_bytes("e.txt") == b""
-    assert store.exists("a/b.txt") and store.exists("a") and store.exists("e.txt")
-    assert store.is_dir("a") and not store.is_dir("a/b.txt")
-    assert store.list_dir("a") == ["b.txt", "c"]
-    assert sorted(store.walk_files("a")) == ["a/b.txt", "a/c/d.bin"]
-    assert store.uri("e.txt") == (f"{store_root}/e.txt" if is_s3(store_root) else os.path.join(store_root, "e.txt"))
+    @pytest.fixture(params=["local", "s3"])
+    def store_root(self, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+        return make_store_root(request, tmp_path)
 
-    # overwriting replaces the whole content, in both directions
-    big = os.urandom(300_000)
-    store.write_bytes("a/b.txt", big)
-    assert store.read_bytes("a/b.txt") == big
-    store.write_bytes("a/b.txt", b"short")
-    assert store.read_bytes("a/b.txt") == b"short"
-
-    store.delete("a/b.txt")
-    assert not store.exists("a/b.txt")
-    with pytest.raises(FileNotFoundError):
-        store.read_bytes("a/b.txt")
-    store.delete("a")
-    assert not store.exists("a/c/d.bin")
-    assert list(store.walk_files("a")) == []
-    store.delete("a")  # deleting what is gone is not an error
-    assert store.read_bytes("e.txt") == b""
-
-    assert temporaries(store_root, tmp_path) == []
-    assert all(inside(store_root, path) for path in everything(store_root, tmp_path))
+    def written_paths(self, store_root: str, tmp_path: Path) -> list[str]:
+        """On S3 the bucket as boto3 lists it, independently of the store's own client."""
+        return everything(store_root, tmp_path)
 
 
-class _Unbufferable:
-    """Not bytes-like: handing it to the stream fails before a byte is written."""
-
-
-class _FailingStream:
-    """Writes the first half of the data for real, then raises ``error``."""
-
-    def __init__(self, stream: Any, error: BaseException) -> None:
-        self.stream = stream
-        self.error = error
-
-    def __enter__(self) -> _FailingStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stream.close()
-
-    def write(self, data: Any) -> None:
-        view = memoryview(data)
-        self.stream.write(view[: len(view) // 2])
-        raise self.error
-
-
-class _FailingFilesystem:
-    """A ``pyarrow.fs`` filesystem whose output streams die halfway through a write."""
-
-    def __init__(self, fs: pafs.FileSystem, error: BaseException) -> None:
-        self._fs = fs
-        self._error = error
-        self.opened: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fs, name)
-
-    def open_output_stream(self, path: str, *args: Any, **kwargs: Any) -> _FailingStream:
-        self.opened.append(path)
-        return _FailingStream(self._fs.open_output_stream(path, *args, **kwargs), self._error)
-
-
-@pytest.mark.parametrize("failure", ["unbufferable", "midway-error", "midway-interrupt"])
-def test_failed_write_publishes_nothing(store_root: str, tmp_path: Path, failure: str) -> None:
-    store = Store(store_root)
-    store.write_bytes("keep/old.txt", b"the old content")
-    payload = os.urandom(64_000)
-    if failure == "unbufferable":
-        targets = {"keep/old.txt": TypeError, "keep/new.txt": TypeError}
-    else:
-        error: BaseException = RuntimeError("disk on fire") if failure == "midway-error" else KeyboardInterrupt()
-        failing = _FailingFilesystem(store.fs, error)
-        store._fs = failing  # type: ignore[assignment]
-        targets = {"keep/old.txt": type(error), "keep/new.txt": type(error)}
-    for relative, expected in targets.items():
-        with pytest.raises(expected):
-            store.write_bytes(relative, _Unbufferable() if failure == "unbufferable" else payload)  # type: ignore[arg-type]
-    if failure != "unbufferable":
-        # the failure really happened inside the write, after bytes had gone to the temporary
-        assert len(failing.opened) == 2 and all(p.endswith(".tmp") for p in failing.opened)
-
-    fresh = Store(store_root)
-    assert fresh.read_bytes("keep/old.txt") == b"the old content"
-    assert not fresh.exists("keep/new.txt")
-    assert fresh.list_dir("keep") == ["old.txt"]
-    assert temporaries(store_root, tmp_path) == []
+# ------------------------------------------------------------------ 2. S3 options
 
 
 def test_s3_options_in_the_uri(moto_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
@@ -316,246 +205,7 @@ def test_s3_options_in_the_uri(moto_endpoint: str, s3_bucket: str, monkeypatch: 
     assert "q/root/x/y.bin" in list_keys(moto_endpoint, s3_bucket)
 
 
-# ------------------------------------------------------------------ 2. names
-
-
-BAD_NAMES = [
-    "",
-    "/etc/passwd",
-    "/abs",
-    "..",
-    ".",
-    "../x",
-    "a/../../x",
-    "a/./b",
-    "a//b",
-    "a/",
-    "x/..",
-    "a\x00b",
-    "a\nb",
-    "tab\there",
-    "del\x7f",
-    "a\\b",
-    "..\\..\\x",
-    "C:\\windows",
-    " lead",
-    "trail ",
-]
-
-
-@pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
-def test_unsafe_names_are_rejected(store_root: str, tmp_path: Path, name: str) -> None:
-    store = Store(store_root)
-    with pytest.raises(REJECTED):
-        layout.artifact("exp", 0, 0, "baseline", "step", name)
-    with pytest.raises(REJECTED):
-        store.full_path(name)
-    with pytest.raises(REJECTED):
-        store.write_bytes(name, b"x")
-    with pytest.raises(REJECTED):
-        store.read_bytes(name)
-    if "/" not in name:
-        for position in range(3):
-            parts = ["exp", "baseline", "step"]
-            parts[position] = name
-            with pytest.raises(REJECTED):
-                layout.artifact(parts[0], 0, 0, parts[1], parts[2], "ok.txt")
-    assert all(inside(store_root, path) for path in everything(store_root, tmp_path))
-
-
-_FUZZ_PIECES = [
-    "..", ".", "/", "//", "\\", "\x00", "\x01", "\x1f", "\x7f", "\n", " ", "  ", "\t",
-    "a", "b", "x.txt", "-", "_", "~", "%2e%2e", "%2f", "+", "#", "?", "*", "'", '"', ":",
-    "é", "日本", "🙂", "\u202e", "\u00a0", "\u2028", "\u0085", "ﬁ", "\uff0e\uff0e", "\uff0f",
-    "../", "/..", "..\\", "C:", "etc", "passwd",
-]  # fmt: skip
-
-
-def fuzz_names(count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    names = []
-    while len(names) < count:
-        name = "".join(rng.choice(_FUZZ_PIECES) for _ in range(rng.randint(1, 6)))
-        if rng.random() < 0.15:
-            name = "/" + name
-        if len(name.encode()) < 100:
-            names.append(name)
-    return names
-
-
-def accepted(name: str) -> bool:
-    try:
-        layout.artifact("fuzz", 0, 0, "baseline", "keep_name", name)
-    except REJECTED:
-        return False
-    return True
-
-
-def obviously_unsafe(name: str) -> bool:
-    """What must be rejected whatever the naming policy, judged independently of it."""
-    segments = name.split("/")
-    return (
-        name.startswith("/")
-        or any(s in ("", ".", "..") for s in segments)
-        or any(c in name for c in "\\\x00\n")
-        or any(ord(c) < 0x20 for c in name)
-    )
-
-
-def _snapshot(folder: Path, skip: Path) -> set[str]:
-    return {str(p) for p in folder.rglob("*") if skip not in p.parents and p != skip}
-
-
-def test_fuzzed_names_never_escape_the_store(store_root: str, tmp_path: Path) -> None:
-    names = fuzz_names(1000, seed=20251123)
-    verdicts = [accepted(n) for n in names]
-    assert 150 < sum(verdicts) < 850, sum(verdicts)
-    assert sum(map(obviously_unsafe, names)) > 300
-    for name, ok in zip(names, verdicts, strict=True):
-        if obviously_unsafe(name):
-            assert not ok, f"{name!r} was accepted"
-    outside_before = _snapshot(tmp_path.parent, tmp_path)
-
-    # (a) as artifact names in a real run: a rejected name fails its replicate, at the step
-    exp = experiment(store_root, keep_name(names=tuple(names)), name="fuzz", replicates=len(names))
-    result = exp.run()
-    failed = result.errors.get("baseline", {})
-    assert sorted(failed) == [i for i, ok in enumerate(verdicts) if not ok]
-    for error in failed.values():
-        assert error.stage == "keep_name"
-        assert error.exception_type == "ValidationError"
-        assert "keep_name" in error.message
-    assert result.metrics.baseline is not None
-    # (b) the same names straight through layout.artifact + Store.write_bytes
-    store = Store(store_root)
-    for i, (name, ok) in enumerate(zip(names, verdicts, strict=True)):
-        if ok:
-            assert store.read_bytes(layout.artifact("fuzz", 0, i, "baseline", "keep_name", name)) == (
-                f"payload {i}".encode()
-            )
-            store.write_bytes(layout.artifact("direct", 0, i, "baseline", "step", name), name.encode())
-        else:
-            with pytest.raises(REJECTED):
-                store.write_bytes(layout.artifact("direct", 0, i, "baseline", "step", name), b"x")
-            with pytest.raises(REJECTED):
-                store.write_bytes(f"raw/{i}/{name}", b"x")
-    # nothing outside the root, and nothing else anywhere
-    paths = everything(store_root, tmp_path)
-    escaped = [p for p in paths if not inside(store_root, p)]
-    assert escaped == []
-    assert _snapshot(tmp_path.parent, tmp_path) == outside_before
-    files = [p for p in store.walk_files("direct")]
-    assert len(files) == sum(verdicts)
-
-
-# ------------------------------------------------------------------ 3. concurrent version claims
-
-_CLAIM_SCRIPT = textwrap.dedent(
-    """
-    import os, sys, time
-    from crystallize.store import Store
-    from crystallize.store.records import claim_version
-
-    store = Store(sys.argv[1])
-    store.list_dir("warm-up")  # connect before the start signal
-    print("ready", flush=True)
-    while not os.path.exists(sys.argv[2]):
-        time.sleep(0.001)
-    print("version", claim_version(store, "exp"), flush=True)
-    """
-)
-
-_RUN_SCRIPT = textwrap.dedent(
-    """
-    import os, sys, time
-    from crystallize import ArtifactPlugin, Experiment, Pipeline, SerialExecution, data_source, pipeline_step
-
-    @data_source
-    def source(ctx):
-        return ctx["replicate"]
-
-    @pipeline_step
-    def work(data, ctx):
-        ctx.metrics.add("value", data + 1)
-        ctx.artifacts.add("pid.txt", str(os.getpid()).encode())
-        return data
-
-    plugin = ArtifactPlugin(root_dir=sys.argv[1])
-    exp = Experiment(
-        source(), Pipeline([work()]), plugins=[plugin, SerialExecution(progress=False)], name="race", replicates=2
-    )
-    plugin.store().list_dir("warm-up")
-    print("ready", flush=True)
-    while not os.path.exists(sys.argv[2]):
-        time.sleep(0.001)
-    result = exp.run()
-    assert not result.errors, result.errors
-    print("version", plugin.version, os.getpid(), flush=True)
-    """
-)
-
-
-def run_together(script: str, root: str, tmp_path: Path, count: int = 8, timeout: float = 60) -> list[list[str]]:
-    """Start ``count`` interpreters, wait until all are ready, let them go at once; their last lines."""
-    go = tmp_path / f"go-{uuid.uuid4().hex}"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, root, str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            assert line.strip() == "ready", (line, proc.stderr.read() if proc.stderr else "")
-        go.touch()
-        outputs = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, err
-            outputs.append(out.split())
-        return outputs
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
-def test_concurrent_claims_get_distinct_versions(store_root: str, tmp_path: Path) -> None:
-    outputs = run_together(_CLAIM_SCRIPT, store_root, tmp_path)
-    versions = sorted(int(out[1]) for out in outputs)
-    assert versions == list(range(8))
-    store = Store(store_root)
-    assert list_versions(store, "exp") == list(range(8))
-    # a claim after the race takes the next free version
-    assert claim_version(store, "exp") == 8
-
-
-def test_concurrent_runs_get_distinct_versions(store_root: str, tmp_path: Path) -> None:
-    outputs = run_together(_RUN_SCRIPT, store_root, tmp_path)
-    by_version = {int(out[1]): out[2] for out in outputs}
-    assert sorted(by_version) == list(range(8))
-    store = Store(store_root)
-    assert list_versions(store, "race") == list(range(8))
-    for version, pid in by_version.items():
-        for name in (layout.PLAN, layout.RUN_RECORD, layout.METRICS):
-            assert store.exists(layout.run_file("race", version, name)), (version, name)
-        record = json.loads(store.read_bytes(layout.run_file("race", version, layout.RUN_RECORD)))
-        assert record["version"] == version
-        # every artifact of the version came from the one process that claimed it
-        for replicate in range(2):
-            blob = store.read_bytes(layout.artifact("race", version, replicate, "baseline", "work", "pid.txt"))
-            assert blob.decode() == pid
-        table = pq.read_table(pa.BufferReader(store.read_bytes(layout.run_file("race", version, layout.METRICS))))
-        assert table.num_rows == 2
-
-
-# ------------------------------------------------------------------ 4. the step cache on the backend
+# ------------------------------------------------------------------ 3. the step cache on the backend
 
 
 @pytest.fixture
@@ -685,7 +335,7 @@ def test_cache_signing_key(
     assert trusted.metrics.baseline.metrics["signed"] == [-1]
 
 
-# ------------------------------------------------------------------ 5. artifacts and run records
+# ------------------------------------------------------------------ 4. artifacts and run records
 
 
 @pytest.mark.parametrize("configured", ["plugin", "env"])
@@ -745,7 +395,7 @@ def test_resume_of_a_finished_run_reruns_nothing(store_root: str) -> None:
     assert load_run(f"{store_root}/resumable/v0").provenance["finished"] is True
 
 
-# ------------------------------------------------------------------ 6. process-pool workers
+# ------------------------------------------------------------------ 5. process-pool workers
 
 
 @pipeline_step(cacheable=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ..execution import registry
 from .targets import TargetError
 
 EXIT_OK = 0
@@ -71,13 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("target", metavar="TARGET", help="a .py file, an experiment folder, or a folder of them")
+    executors = registry.registered()
     run.add_argument(
         "--executor",
-        choices=["serial", "thread", "process", "ray"],
-        help="where replicates run (replaces the experiment's execution plugin)",
+        choices=list(executors),
+        help="where replicates run (replaces the experiment's execution plugin): "
+        + "; ".join(f"{name}: {entry.description}" for name, entry in executors.items()),
     )
-    run.add_argument("--workers", type=_positive, metavar="N", help="threads or processes (thread/process executors)")
-    run.add_argument("--address", metavar="ADDR", help="Ray address for --executor ray ('auto', 'ray://host:10001')")
+    run.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help=f"how many threads or processes ({'/'.join(registry.accepting('workers'))} executors)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="ADDR",
+        help=f"cluster address for --executor {'/'.join(registry.accepting('address'))} (Ray: 'auto', 'ray://host:10001')",
+    )
     run.add_argument("--replicates", type=_positive, metavar="N", help="replicates per condition")
     run.add_argument("--resume", action="store_true", help="continue the latest run: only missing or failed replicates")
     run.add_argument("--no-cache", action="store_true", help="ignore the step cache (CRYSTALLIZE_NO_CACHE=1)")

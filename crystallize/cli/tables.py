@@ -16,7 +16,7 @@ from ..constants import BASELINE_CONDITION
 from ..results import HypothesisResult, Result
 from ..store import layout
 from ..store.filesystem import Store
-from ..store.records import list_versions, load_outcomes, read_json
+from ..store.repository import RunRecords, RunRepository
 from .targets import TargetError, display_path
 
 MAX_METRIC_COLUMNS = 6
@@ -323,26 +323,16 @@ class StoredRun:
 
 def list_runs(store: Store, experiment: str | None = None) -> list[StoredRun]:
     """Every run with a plan under the store (abandoned claims without one are left out)."""
-    names = [experiment] if experiment else store.list_dir("")
-    runs = []
-    for name in names:
-        try:
-            versions = list_versions(store, name)
-        except ValueError:  # not a name an experiment can have: not ours
-            continue
-        for version in versions:
-            run = _stored_run(store, name, version)
-            if run is not None:
-                runs.append(run)
-    return runs
+    repository = RunRepository(store)
+    try:
+        runs = repository.runs(experiment or None)
+    except ValueError:  # not a name an experiment can have: not ours
+        return []
+    return [_stored_run(repository, run) for run in runs]
 
 
-def _stored_run(store: Store, experiment: str, version: int) -> StoredRun | None:
-    plan_path = layout.run_file(experiment, version, layout.PLAN)
-    plan = read_json(store, plan_path)
-    if plan is None:
-        return None
-    record = read_json(store, layout.run_file(experiment, version, layout.RUN_RECORD))
+def _stored_run(repository: RunRepository, run: RunRecords) -> StoredRun:
+    experiment, version, plan, record = run.experiment, run.version, run.plan, run.record
     replicates = plan.get("replicates")
     conditions = list(plan.get("conditions") or [])
     mode = str(plan.get("mode", "run"))
@@ -355,9 +345,9 @@ def _stored_run(store: Store, experiment: str, version: int) -> StoredRun | None
         conditions = list(provenance.get("conditions") or conditions)
         status = "finished"
     else:
-        date = _local_time(store.fs.get_file_info(store.full_path(plan_path)).mtime)
+        date = _local_time(repository.planned_at(experiment, version))
         executor = "\u2014"
-        outcomes = load_outcomes(store, experiment, version).values()
+        outcomes = run.outcomes.values()
         done = sum(1 for o in outcomes if o.error is None)
         failed = sum(1 for o in outcomes if o.error is not None)
         status = "interrupted"
@@ -447,7 +437,4 @@ def locate_run(run: str, data: str | None) -> str:
 
 
 def _latest_with_plan(store: Store, experiment: str) -> int | None:
-    for version in reversed(list_versions(store, experiment)):
-        if store.exists(layout.run_file(experiment, version, layout.PLAN)):
-            return version
-    return None
+    return RunRepository(store).latest(experiment, require="plan")

@@ -21,7 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 class RunSession:
-    """One run (or one whole ``optimize()``): the spec is frozen and shipped once, here."""
+    """One run (or one whole ``optimize()``): the spec is frozen and shipped once, here.
+
+    ``spec`` is the one ``executor.start`` returned: what the workers run.
+    """
 
     def __init__(
         self,
@@ -71,7 +74,7 @@ class RunSession:
                 reporter.update(outcome)
 
     def _driver_side_artifact_writer(self) -> Any:
-        if not getattr(self.executor, "spec", self.spec).artifacts_via_driver:
+        if not self.spec.artifacts_via_driver:
             return None
         for plugin in self.experiment.plugins:
             if hasattr(plugin, "store_from_driver"):

@@ -40,6 +40,8 @@ class RunSpec:
 
     Worker-side plugin hooks receive this object as their ``experiment``
     argument: it has ``name``, ``id``, ``pipeline``, ``datasource`` and ``replicates``.
+    ``data_uri`` is the data store's location (a folder or URI; None when the run stores
+    nothing), so executors can tell whether their workers can reach it.
     """
 
     name: str
@@ -55,6 +57,7 @@ class RunSpec:
     description: str | None = None
     artifacts_via_driver: bool = False
     identities: Identities | None = None
+    data_uri: str | None = None
 
     @property
     def id(self) -> str:

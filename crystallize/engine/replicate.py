@@ -83,73 +83,96 @@ def replicate_program(
 ) -> Generator[Awaitable[Any], Any, tuple[ReplicateOutcome, Any]]:
     """Run one replicate; yields awaitables for async steps; returns (outcome, final data)."""
     spec = prepared.spec
-    started = time.perf_counter()
     seed = seed_override if seed_override is not None else spec.seeding.seed_for(task.replicate)
-    step_records: list[StepRecord] = []
-    stage = "context"
-    ctx: FrozenContext | None = None
-    treatment_keys: tuple[str, ...] = ()
+    run = _Replicate(prepared, task, seed)
     try:
-        treatment = conditions[task.condition]
-        initial = dict(spec.initial_ctx)
-        if treatment is not None and treatment.is_mapping:
-            initial.update(treatment.apply_map)
-            treatment_keys = tuple(treatment.apply_map)
-        shared = list(initial)
-        initial[REPLICATE_KEY] = task.replicate
-        initial[CONDITION_KEY] = task.condition
-        initial[SEED_USED_KEY] = seed
-        # Shared values are copied for this replicate on first read (only if mutable).
-        ctx = FrozenContext._trusted(initial, shared=shared, seed=seed)
-        ctx._begin_stage(0)
-        if treatment is not None and not treatment.is_mapping:
-            stage = f"treatment:{treatment.name}"
-            treatment.apply(ctx)
-        stage = "seed"
-        if seed is not None:
-            (spec.seeding.seed_fn or seed_standard_generators)(seed)
-        stage = "before_replicate"
-        for plugin in prepared.before_replicate:
-            plugin.before_replicate(spec, ctx)
+        run.open_context(conditions[task.condition])
         if data is NO_DATA:
-            stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
-            data = spec.datasource.fetch(ctx)
+            run.stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
+            data = spec.datasource.fetch(run.ctx)
             if inspect.isawaitable(data):
                 data = yield data
         steps = spec.pipeline.steps
         last = len(steps) - 1 if stop_after is None else stop_after
-        for index, step in enumerate(steps):
-            if index > last:
-                break
-            stage = step.name
-            ctx._begin_stage(index + 1)
-            for plugin in prepared.before_step:
-                plugin.before_step(spec, step)
-            step_started = time.perf_counter()
-            hit = False
-            fingerprint = _cache_fingerprint(spec, index, step) if step.cacheable and prepared.cache else None
-            if fingerprint is not None:
-                data, hit = yield from _run_cached(prepared.cache, step, fingerprint, index + 1, data, ctx)
-            else:
-                output = step(data, ctx)
-                if inspect.isawaitable(output):
-                    output = yield output
-                data, metrics = unpack_step_output(output)
-                if metrics:
-                    for name, value in metrics.items():
-                        ctx.metrics.add(name, value)
-            for record in ctx.artifacts.unassigned():
-                record.step_name = step.name
-            for plugin in prepared.after_step:
-                plugin.after_step(spec, step, data, ctx)
-            step_records.append(StepRecord(step.name, time.perf_counter() - step_started, hit))
+        for index, step in enumerate(steps[: last + 1]):
+            data = yield from run.step(index, step, data)
     except Exception as exc:
         if raise_errors:
             raise PipelineExecutionError(
-                stage, exc, condition=task.condition, replicate=task.replicate, experiment=spec.name
+                run.stage, exc, condition=task.condition, replicate=task.replicate, experiment=spec.name
             ) from exc
+        return run.outcome(run.error_record(exc)), None
+    return run.outcome(), data
+
+
+class _Replicate:
+    """The state of one replicate while it runs: its context, the stage it is in, its step records."""
+
+    def __init__(self, prepared: PreparedSpec, task: ReplicateTask, seed: int | None) -> None:
+        self.prepared = prepared
+        self.spec = prepared.spec
+        self.task = task
+        self.seed = seed
+        self.started = time.perf_counter()
+        self.stage = "context"
+        self.ctx: FrozenContext | None = None
+        self.treatment_keys: tuple[str, ...] = ()
+        self.records: list[StepRecord] = []
+
+    def open_context(self, treatment: Any) -> None:
+        """The replicate's context (shared values copied on first read), treatment, seeds, first hooks."""
+        spec, task, seed = self.spec, self.task, self.seed
+        initial = dict(spec.initial_ctx)
+        if treatment is not None and treatment.is_mapping:
+            initial.update(treatment.apply_map)
+            self.treatment_keys = tuple(treatment.apply_map)
+        shared = list(initial)
+        initial[REPLICATE_KEY] = task.replicate
+        initial[CONDITION_KEY] = task.condition
+        initial[SEED_USED_KEY] = seed
+        ctx = self.ctx = FrozenContext._trusted(initial, shared=shared, seed=seed)
+        ctx._begin_stage(0)
+        if treatment is not None and not treatment.is_mapping:
+            self.stage = f"treatment:{treatment.name}"
+            treatment.apply(ctx)
+        self.stage = "seed"
+        if seed is not None:
+            (spec.seeding.seed_fn or seed_standard_generators)(seed)
+        self.stage = "before_replicate"
+        for plugin in self.prepared.before_replicate:
+            plugin.before_replicate(spec, ctx)
+
+    def step(self, index: int, step: Any, data: Any) -> Generator[Awaitable[Any], Any, Any]:
+        """Run one step (through the cache when it is cacheable) with its hooks; returns its data."""
+        ctx, prepared = self.ctx, self.prepared
+        assert ctx is not None, "open_context() first"
+        self.stage = step.name
+        ctx._begin_stage(index + 1)
+        for plugin in prepared.before_step:
+            plugin.before_step(self.spec, step)
+        started = time.perf_counter()
+        hit = False
+        fingerprint = _cache_fingerprint(self.spec, index, step) if step.cacheable and prepared.cache else None
+        if fingerprint is not None:
+            data, hit = yield from _run_cached(prepared.cache, step, fingerprint, index + 1, data, ctx)
+        else:
+            output = step(data, ctx)
+            if inspect.isawaitable(output):
+                output = yield output
+            data, metrics = unpack_step_output(output)
+            for name, value in (metrics or {}).items():
+                ctx.metrics.add(name, value)
+        for record in ctx.artifacts.unassigned():
+            record.step_name = step.name
+        for plugin in prepared.after_step:
+            plugin.after_step(self.spec, step, data, ctx)
+        self.records.append(StepRecord(step.name, time.perf_counter() - started, hit))
+        return data
+
+    def error_record(self, exc: Exception) -> ErrorRecord:
+        spec, task = self.spec, self.task
         error = ErrorRecord(
-            stage=stage,
+            stage=self.stage,
             exception_type=type(exc).__name__,
             message=str(exc),
             traceback=format_exception(exc, spec.identities.origins if spec.identities else {}),
@@ -158,29 +181,21 @@ def replicate_program(
             exception_types=tuple(f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__),
         )
         logger.debug("replicate failed: %s", error)
-        outcome = ReplicateOutcome(
-            condition=task.condition,
-            replicate=task.replicate,
-            seed=seed,
+        return error
+
+    def outcome(self, error: ErrorRecord | None = None) -> ReplicateOutcome:
+        ctx = self.ctx
+        return ReplicateOutcome(
+            condition=self.task.condition,
+            replicate=self.task.replicate,
+            seed=self.seed,
             metrics=ctx.metrics.snapshot() if ctx is not None else {},
-            steps=step_records,
-            artifacts=_manifest(ctx, spec.artifacts_via_driver),
+            steps=self.records,
+            artifacts=_manifest(ctx, self.spec.artifacts_via_driver),
             error=error,
-            seconds=time.perf_counter() - started,
-            reads=_treatment_reads(ctx, treatment_keys),
+            seconds=time.perf_counter() - self.started,
+            reads=_treatment_reads(ctx, self.treatment_keys),
         )
-        return outcome, None
-    outcome = ReplicateOutcome(
-        condition=task.condition,
-        replicate=task.replicate,
-        seed=seed,
-        metrics=ctx.metrics.snapshot(),
-        steps=step_records,
-        artifacts=_manifest(ctx, spec.artifacts_via_driver),
-        seconds=time.perf_counter() - started,
-        reads=_treatment_reads(ctx, treatment_keys),
-    )
-    return outcome, data
 
 
 def _treatment_reads(ctx: FrozenContext | None, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -229,21 +244,8 @@ def _run_cached(
 
     entry = cache.lookup(step, fingerprint, base, resolve) if base is not None else None
     if entry is not None:
-        for name, values in entry.metrics.items():
-            for value in values:
-                ctx.metrics.add(name, value)
-        for name, blob in entry.artifacts:
-            ctx.artifacts.add(name, blob)
-        for key, value in entry.added.items():
-            ctx.add(key, value)
-        ctx._reads.update(entry.reads)  # what the step read counts as read, hit or miss
-        if entry.rng_state is not None:
-            restore_global_rng(entry.rng_state)
-        return entry.data, True
-    before = {name: len(ctx.metrics[name]) for name in ctx.metrics}
-    already = len(ctx.artifacts)
-    keys_before = set(ctx.keys())
-    ctx._step_reads = set()
+        return _replay(entry, ctx), True
+    watch = _MissWatch(ctx)
     try:
         output = step(data, ctx)
         if inspect.isawaitable(output):
@@ -253,44 +255,78 @@ def _run_cached(
             cache.abandon(step, fingerprint, base)  # replicates waiting on this result compute it themselves
         raise
     finally:
-        step_reads, ctx._step_reads = ctx._step_reads, None
+        watch.stop()
     data, metrics = unpack_step_output(output)
-    if metrics:
-        for name, value in metrics.items():
-            ctx.metrics.add(name, value)
+    for name, value in (metrics or {}).items():
+        ctx.metrics.add(name, value)
     if base is None:
         return data, False
-    added_keys = [key for key in ctx.keys() if key not in keys_before]
-    drew_global = global_rng_digest() != global_before
-    reads = ReadSet(
-        keys=tuple(sorted(key for key in step_reads if key not in added_keys)),
-        rng=ctx._rng_used,
-        global_rng=drew_global,
-    )
+    reads = watch.read_set(drew_global=global_rng_digest() != global_before)
     key = resolve(reads)
     if key is None:
         if hasattr(cache, "abandon"):
             cache.abandon(step, fingerprint, base)
         return data, False
-    entry = CacheEntry(
-        data=data,
-        metrics={
-            name: list(ctx.metrics[name][before.get(name, 0) :])
-            for name in ctx.metrics
-            if len(ctx.metrics[name]) > before.get(name, 0)
-        },
-        artifacts=[(r.name, r.data) for r in ctx.artifacts.records[already:]],
-        reads=list(reads.keys),
-        rng=reads.rng,
-        global_rng=reads.global_rng,
-        added={key_: ctx._data[key_] for key_ in added_keys},
-        rng_state=global_rng_state() if drew_global else None,
-    )
     try:
-        cache.save(step, fingerprint, base, reads, key, entry)
+        cache.save(step, fingerprint, base, reads, key, watch.entry(data, reads))
     except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
         logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
     return data, False
+
+
+def _replay(entry: CacheEntry, ctx: FrozenContext) -> Any:
+    """Make a hit look like the miss: its metrics, artifacts, added keys, reads and generator state."""
+    for name, values in entry.metrics.items():
+        for value in values:
+            ctx.metrics.add(name, value)
+    for name, blob in entry.artifacts:
+        ctx.artifacts.add(name, blob)
+    for key, value in entry.added.items():
+        ctx.add(key, value)
+    ctx._reads.update(entry.reads)  # what the step read counts as read, hit or miss
+    if entry.rng_state is not None:
+        restore_global_rng(entry.rng_state)
+    return entry.data
+
+
+class _MissWatch:
+    """What a cacheable step does to the context while it runs: keys read and added, metrics, artifacts."""
+
+    def __init__(self, ctx: FrozenContext) -> None:
+        self.ctx = ctx
+        self.metrics_before = {name: len(ctx.metrics[name]) for name in ctx.metrics}
+        self.artifacts_before = len(ctx.artifacts)
+        self.keys_before = set(ctx.keys())
+        self.reads: set[str] = set()
+        ctx._step_reads = set()
+
+    def stop(self) -> None:
+        self.reads, self.ctx._step_reads = self.ctx._step_reads or set(), None
+
+    def added_keys(self) -> list[str]:
+        return [key for key in self.ctx.keys() if key not in self.keys_before]
+
+    def read_set(self, *, drew_global: bool) -> ReadSet:
+        added = set(self.added_keys())
+        keys = tuple(sorted(key for key in self.reads if key not in added))  # its own additions are derived
+        return ReadSet(keys=keys, rng=self.ctx._rng_used, global_rng=drew_global)
+
+    def entry(self, data: Any, reads: ReadSet) -> CacheEntry:
+        ctx, before = self.ctx, self.metrics_before
+        return CacheEntry(
+            data=data,
+            metrics={
+                name: list(ctx.metrics[name][before.get(name, 0) :])
+                for name in ctx.metrics
+                if len(ctx.metrics[name]) > before.get(name, 0)
+            },
+            artifacts=[(r.name, r.data) for r in ctx.artifacts.records[self.artifacts_before :]],
+            reads=list(reads.keys),
+            rng=reads.rng,
+            global_rng=reads.global_rng,
+            added={key: ctx._data[key] for key in self.added_keys()},
+            rng_state=global_rng_state() if reads.global_rng else None,
+        )
 
 
 def _manifest(ctx: FrozenContext | None, keep_bytes: bool = False) -> list[ArtifactEntry]:

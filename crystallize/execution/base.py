@@ -15,7 +15,9 @@ class Executor(ABC):
     Contract:
 
     * ``start(spec)`` is called once per run (once per ``optimize()``) before any
-      ``map``; ship the spec to workers here, not per task.
+      ``map``; ship the spec to workers here, not per task, and return the spec they
+      run: ``spec`` itself, or a changed copy (Ray on several nodes with a local data
+      store returns one whose artifacts travel back to the driver).
     * ``map(tasks, conditions)`` runs every task exactly once in the result (retries
       are the executor's business) and yields one :class:`ReplicateOutcome` per
       task, in completion order, as soon as each is known. A task that fails
@@ -29,6 +31,18 @@ class Executor(ABC):
     """
 
     name: str = "executor"
+    concurrent_runs: bool = False
+    """Several runs may use executors of this kind at once (an experiment graph then runs
+    independent experiments side by side, as Ray's shared cluster allows)."""
+
+    @property
+    def shares_driver_filesystem(self) -> bool:
+        """Whether workers see the driver's local files, so a local data store or cache folder works as is.
+
+        True for in-machine executors; a remote backend overrides it (Ray: only on one node).
+        Known once ``start`` has run.
+        """
+        return True
 
     def parallelism(self) -> int:
         """How many replicates can run at once (recorded in provenance; it never changes results)."""
@@ -41,8 +55,9 @@ class Executor(ABC):
         """
         return False
 
-    def start(self, spec: RunSpec) -> None:
-        self.spec = spec
+    def start(self, spec: RunSpec) -> RunSpec:
+        """Ship ``spec`` to the workers; return the spec they run (the driver reads that one)."""
+        return spec
 
     @abstractmethod
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:

@@ -27,8 +27,9 @@ class SerialExecutor(Executor):
 
     name = "serial"
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec) -> RunSpec:
         self.prepared = PreparedSpec.of(spec)
+        return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
         for task in tasks:
@@ -81,9 +82,10 @@ class ThreadExecutor(Executor):
     def shares_global_rng(self) -> bool:
         return self.max_workers > 1
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec) -> RunSpec:
         self.prepared = PreparedSpec.of(spec)
         self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="crystallize")
+        return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
         assert self._pool is not None, "start() first"
@@ -139,12 +141,13 @@ class ProcessExecutor(Executor):
     def parallelism(self) -> int:
         return self.max_workers
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec) -> RunSpec:
         blob = dumps_spec(spec)
         context = multiprocessing.get_context(self.mp_context) if self.mp_context else None
         self._pool = cf.ProcessPoolExecutor(
             self.max_workers, mp_context=context, initializer=_init_process, initargs=(blob,)
         )
+        return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
         assert self._pool is not None, "start() first"
@@ -198,8 +201,9 @@ class AsyncExecutor(Executor):
     def parallelism(self) -> int:
         return self.max_concurrency
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec) -> RunSpec:
         self.prepared = PreparedSpec.of(spec)
+        return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
         results: queue.Queue[Any] = queue.Queue()

@@ -15,7 +15,7 @@ from typing import Any
 from ..store import layout
 from ..store.filesystem import Store
 from ..store.locations import data_location
-from ..store.records import prune_versions
+from ..store.repository import RunRepository, parse_location
 from .base import BasePlugin
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ class ArtifactPlugin(BasePlugin):
 
     def before_run(self, experiment: Any) -> None:
         if self.artifact_retention and self.experiment_id is not None:
-            removed = prune_versions(self.store(), self.experiment_id, self.artifact_retention, protect=self.version)
+            repository = RunRepository(self.store())
+            removed = repository.prune(self.experiment_id, self.artifact_retention, protect=self.version)
             if removed:
                 logger.info(
                     "Removed versions %s of '%s' (artifact_retention=%d)",
@@ -110,19 +111,16 @@ class ArtifactPlugin(BasePlugin):
 
 
 def load_metrics(experiment_dir: str | os.PathLike[str], version: int | None = None) -> tuple[int, Any]:
-    """``(version, table)``: the long-form metrics table of a stored run (the latest by default)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """``(version, table)``: the long-form metrics table of a stored run (the latest by default).
 
-    from ..store.records import list_versions
-
-    text = os.fspath(experiment_dir).rstrip("/")
-    root, _, experiment = text.rpartition("/")
-    store = Store(data_location(root or "."))
+    ``experiment_dir`` may also name the version (``data/exp/v2``); an explicit ``version`` wins.
+    """
+    where = parse_location(experiment_dir)
+    repository = RunRepository(where.store())
     if version is None:
-        versions = list_versions(store, experiment)
-        if not versions:
-            raise FileNotFoundError(f"no runs stored under {text}")
-        version = versions[-1]
-    blob = store.read_bytes(layout.run_file(experiment, version, layout.METRICS))
-    return version, pq.read_table(pa.BufferReader(blob))
+        version = where.version
+    if version is None:
+        version = repository.latest(where.experiment, require="claim")
+        if version is None:
+            raise FileNotFoundError(f"no runs stored under {os.fspath(experiment_dir).rstrip('/')}")
+    return version, repository.metrics(where.experiment, version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -20,15 +21,25 @@ VALID_EXECUTOR_TYPES = ("thread", "process")
 class ExecutionPlugin(BasePlugin):
     """A plugin that supplies the executor; ``progress`` (None: on when stderr is a terminal).
 
-    ``concurrent_runs``: several experiments may run at once through this executor (an
-    experiment graph then runs independent experiments side by side).
+    What the executor can do (``concurrent_runs``, ``shares_driver_filesystem``) is asked of
+    the executor itself (:class:`~crystallize.execution.base.Executor`).
     """
 
     progress: bool | None = None
-    concurrent_runs = False
 
     def create_executor(self) -> Executor:
         raise NotImplementedError
+
+    @property
+    def concurrent_runs(self) -> bool:
+        """Deprecated: ``create_executor().concurrent_runs``; kept so code reading it keeps working."""
+        warnings.warn(
+            "ExecutionPlugin.concurrent_runs is deprecated; read Executor.concurrent_runs "
+            "(plugin.create_executor().concurrent_runs)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.create_executor().concurrent_runs
 
     def prepare(self) -> None:
         """Acquire what must be set up on the main thread (Ray connects here) before runs start."""
@@ -94,8 +105,9 @@ class LegacyLoopExecutor(Executor):
         self.plugin = plugin
         self.name = f"legacy:{type(plugin).__name__}"
 
-    def start(self, spec: RunSpec) -> None:
+    def start(self, spec: RunSpec) -> RunSpec:
         self.prepared = PreparedSpec.of(spec)
+        return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
         by_replicate: dict[int, list[ReplicateTask]] = {}

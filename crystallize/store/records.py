@@ -4,6 +4,10 @@
 (each part an Arrow IPC file, published atomically), ``metrics.parquet`` and then
 ``run.json`` at the end: a version with ``run.json`` finished; one without it was
 interrupted and can be resumed from its outcome parts.
+
+This module writes and decodes the records and owns the version-folder primitives
+(list, claim, prune); finding, opening, listing and resetting runs goes through
+``crystallize.store.repository.RunRepository``, which builds on them.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def dumps_json(value: Any) -> bytes:
 
 
 def list_versions(store: Store, experiment: str) -> list[int]:
+    """Every claimed ``v<N>`` of ``experiment``, oldest first (abandoned claims included)."""
     names = store.list_dir(layout.experiment_dir(experiment))
     return sorted(v for v in (layout.parse_version(n) for n in names) if v is not None)
 

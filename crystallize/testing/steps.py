@@ -1,8 +1,9 @@
-"""Parts of the executor-invariance suite (tests/test_invariance.py).
+"""The datasources, steps, plugin and hypotheses of the executor conformance suite.
 
-A plain module, so process and Ray workers import it by reference (tests/ is on
-their path). Steps that count their executions append to ``ctx["workdir"]/executions.log``:
-workers may run in other processes, so counting needs a file.
+A module of the installed package, so process and Ray workers import it by reference
+wherever Crystallize is installed; it does not import pytest. Steps that count their
+executions append to ``ctx["workdir"]/executions.log``: workers may run in other
+processes, so counting needs a file.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def zero(ctx):
     return 0.0
 
 
-# ---------------------------------------------------------------- steps (current behaviour)
+# ---------------------------------------------------------------- steps (part A: runs, caches, hooks)
 
 
 @pipeline_step
@@ -146,7 +147,7 @@ def value_shift(result):
     return result["p_value"]
 
 
-# ---------------------------------------------------------------- steps (behaviour being implemented)
+# ---------------------------------------------------------------- steps (part B: the harder corners)
 
 
 @pipeline_step

@@ -1,0 +1,92 @@
+"""The loaders and writers a config names for its artifacts (``loader: json``).
+
+Module-level functions, so they pickle by reference and workers need not receive them.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .namespace import FUNCTION, Namespace
+from .yaml_source import YamlSource, did_you_mean
+
+__all__ = [
+    "LOADERS",
+    "WRITERS",
+    "codec",
+    "load_bytes",
+    "load_json",
+    "load_pickle",
+    "load_text",
+    "write_bytes",
+    "write_json",
+    "write_pickle",
+    "write_text",
+]
+
+
+def load_json(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def load_text(data: bytes) -> str:
+    return data.decode("utf-8")
+
+
+def load_bytes(data: bytes) -> bytes:
+    return data
+
+
+def load_pickle(data: bytes) -> Any:
+    return pickle.loads(data)  # the user's own artifacts, as the config asks
+
+
+def write_json(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8")
+
+
+def write_text(value: Any) -> bytes:
+    return str(value).encode("utf-8")
+
+
+def write_bytes(value: Any) -> bytes:
+    return bytes(value)
+
+
+def write_pickle(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=5)
+
+
+LOADERS: dict[str, Callable[[bytes], Any]] = {
+    "json": load_json,
+    "text": load_text,
+    "bytes": load_bytes,
+    "pickle": load_pickle,
+}
+WRITERS: dict[str, Callable[[Any], bytes]] = {
+    "json": write_json,
+    "text": write_text,
+    "bytes": write_bytes,
+    "pickle": write_pickle,
+}
+
+
+def codec(
+    config: YamlSource, namespace: Namespace, value: Any, path: str, builtin: Mapping[str, Callable[..., Any]]
+) -> Callable[..., Any] | None:
+    """The built-in codec ``value`` names, else the function of that name in the folder's modules."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value in builtin:
+        return builtin[value]
+    expected = f"one of {', '.join(builtin)}, or the name of a function in the folder's modules"
+    if not isinstance(value, str) or not value:
+        raise config.expected(path, expected, value)
+    if not namespace.defines(value):
+        choices = [*builtin, *namespace.names(FUNCTION, namespace.modules.values())]
+        what = path.rpartition(".")[2]
+        raise config.error(path, f"unknown {what} '{value}'{did_you_mean(value, choices)}; expected {expected}")
+    return namespace.lookup(value, path, FUNCTION)
