@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .artifact import Artifact
 from .builder import ExperimentBuilder
 from .context import ArtifactLog, FrozenContext, MetricsCollector

@@ -18,17 +18,21 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import BASELINE_CONDITION
 from .datasource import DataSource
-from .errors import ValidationError
+from .errors import ArtifactNotFoundError, ValidationError
 from .hashing import stable_hash
 from .paths import check_relative, check_segment
 from .store import layout
 from .store.filesystem import Store
 from .store.locations import data_location
 from .store.repository import RunRepository
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
+    from .experiment import Experiment
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class Artifact(DataSource):
         *,
         loader: Callable[[bytes], Any] | None = None,
         writer: Callable[[Any], bytes] | None = None,
-        producer: Any = None,
+        producer: Experiment | str | None = None,
         condition: str = BASELINE_CONDITION,
         step: str | None = None,
     ) -> None:
@@ -68,7 +72,7 @@ class Artifact(DataSource):
         self.writer = writer
         self.condition = check_segment(condition, "condition name")
         self.step = check_segment(step, "step name") if step is not None else None
-        self.producer: Any = None
+        self.producer: Experiment | str | None = None
         if producer is not None:
             if isinstance(producer, str):
                 self.producer = check_segment(producer, "producer name")
@@ -133,7 +137,7 @@ class Artifact(DataSource):
 
     # ------------------------------------------------------------------ producer side
 
-    def _attach_producer(self, experiment: Any) -> None:
+    def _attach_producer(self, experiment: Experiment) -> None:
         """Called by ``Experiment(outputs=[...])`` (and by a graph linking a producer given by name)."""
         current = self.producer
         if current is None or current is experiment:
@@ -152,7 +156,7 @@ class Artifact(DataSource):
             f"experiment '{experiment.id}' cannot declare the same Artifact object (make a new Artifact)"
         )
 
-    def write(self, ctx: Any, value: Any) -> None:
+    def write(self, ctx: FrozenContext, value: Any) -> None:
         """Store ``value`` (through ``writer``) as this artifact of the running replicate."""
         data = self.writer(value) if self.writer is not None else _default_writer(value)
         ctx.artifacts.add(self._name, data)
@@ -189,7 +193,7 @@ class Artifact(DataSource):
         self._location, self._producer_id, self._version = store.location, producer_id, version
         logger.debug("artifact '%s' reads '%s' v%d in %s", self._name, producer_id, version, store.location)
 
-    def fetch(self, ctx: Any) -> Any:
+    def fetch(self, ctx: FrozenContext) -> Any:
         """``loader(bytes)`` of the producer's artifact for this replicate (``ctx["replicate"]``)."""
         if self._version is None:
             self.resolve_inputs()  # apply() and direct calls: runs pin through Experiment before the spec freezes
@@ -215,7 +219,7 @@ class Artifact(DataSource):
         except FileNotFoundError:
             if self.step is None:
                 self._steps.pop((producer_id, version, self.condition), None)
-            raise FileNotFoundError(self._missing(store, replicate, store.uri(relative))) from None
+            raise ArtifactNotFoundError(self._missing(store, replicate, store.uri(relative))) from None
 
     def _step_for(self, store: Store, producer_id: str, version: int, replicate: int) -> str:
         """The producer step whose folder holds this artifact (looked up once, then cached)."""
@@ -228,7 +232,7 @@ class Artifact(DataSource):
         step = find_step(store, producer_id, version, replicate, self.condition, self._name)
         if step is None:
             folder = f"{layout.version_dir(producer_id, version)}/replicate_{int(replicate)}/{self.condition}"
-            raise FileNotFoundError(self._missing(store, replicate, store.uri(folder)))
+            raise ArtifactNotFoundError(self._missing(store, replicate, store.uri(folder)))
         self._steps[key] = step
         return step
 

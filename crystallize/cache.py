@@ -27,7 +27,7 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import CacheError
 from .hashing import stable_hash
@@ -35,9 +35,13 @@ from .store import layout
 from .store.codec import CacheEntry, CorruptEntry, decode, encode_parts, signing_key
 from .store.filesystem import Store
 
+if TYPE_CHECKING:
+    from .context import FrozenContext
+    from .steps import PipelineStep
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CacheEntry", "ReadSet", "StepCache", "cache_key", "full_key", "global_rng_digest"]
+__all__ = ["CacheBackend", "CacheEntry", "ReadSet", "StepCache", "cache_key", "full_key", "global_rng_digest"]
 
 ABSENT = "<absent>"
 
@@ -68,7 +72,7 @@ def _hash_error(step_name: str, exc: Exception) -> CacheError:
     return CacheError(f"step '{step_name}' is cacheable but its input cannot be hashed: {exc}")
 
 
-def cache_key(step: Any, data: Any, ctx: Any, fingerprint: str | None = None) -> str:
+def cache_key(step: PipelineStep, data: Any, ctx: FrozenContext, fingerprint: str | None = None) -> str:
     """The base key: step identity, explicit and injected parameters, and the input data."""
     try:
         return stable_hash(fingerprint or step.fingerprint, step.context_values(ctx), data)
@@ -76,7 +80,7 @@ def cache_key(step: Any, data: Any, ctx: Any, fingerprint: str | None = None) ->
         raise _hash_error(step.name, exc) from exc
 
 
-def full_key(base: str, reads: ReadSet, ctx: Any, *, stage: int, global_digest: str) -> str:
+def full_key(base: str, reads: ReadSet, ctx: FrozenContext, *, stage: int, global_digest: str) -> str:
     """The base key plus the values behind a read-set, as this replicate's context has them."""
     values = ctx._data
     read_values = [(key, values[key]) if key in values else (key, ABSENT) for key in reads.keys]
@@ -124,6 +128,20 @@ def restore_global_rng(state: dict[str, Any]) -> None:
 
 
 Resolver = Callable[[ReadSet], "str | None"]
+
+
+class CacheBackend(Protocol):
+    """What a replicate needs of a step cache: :class:`StepCache`, or one that wraps it (Ray's shared cache).
+
+    A backend may also have ``abandon(step, fingerprint, base)``, called when a step it was asked
+    about fails or cannot be keyed (so replicates waiting on that result compute it themselves).
+    """
+
+    def lookup(self, step: PipelineStep, fingerprint: str, base: str, resolve: Resolver) -> CacheEntry | None: ...
+
+    def save(
+        self, step: PipelineStep, fingerprint: str, base: str, reads: ReadSet, key: str, entry: CacheEntry
+    ) -> None: ...
 
 
 class StepCache:
@@ -174,7 +192,7 @@ class StepCache:
 
     # ------------------------------------------------------------------ entries
 
-    def lookup(self, step: Any, fingerprint: str, base: str, resolve: Resolver) -> CacheEntry | None:
+    def lookup(self, step: PipelineStep, fingerprint: str, base: str, resolve: Resolver) -> CacheEntry | None:
         """The entry for this replicate, trying every known read-set; None on a miss."""
         for reads in self.read_sets(fingerprint):
             key = resolve(reads)
@@ -185,7 +203,7 @@ class StepCache:
                 return entry
         return None
 
-    def load(self, step: Any, fingerprint: str, key: str) -> CacheEntry | None:
+    def load(self, step: PipelineStep, fingerprint: str, key: str) -> CacheEntry | None:
         relative = layout.cache_entry(fingerprint, key)
         try:
             blob = self.store.read_bytes(relative)
@@ -202,7 +220,9 @@ class StepCache:
             )
             return None
 
-    def save(self, step: Any, fingerprint: str, base: str, reads: ReadSet, key: str, entry: CacheEntry) -> None:
+    def save(
+        self, step: PipelineStep, fingerprint: str, base: str, reads: ReadSet, key: str, entry: CacheEntry
+    ) -> None:
         parts = encode_parts(entry, self.key)
         self.store.write_bytes(layout.cache_entry(fingerprint, key), parts)
         self._remember(fingerprint, reads)

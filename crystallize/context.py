@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ContextMutationError
+from .errors import ContextMutationError, ParameterError
 
 _LOGGER = logging.getLogger("crystallize")
 
@@ -40,7 +40,7 @@ class MetricsCollector:
     def add(self, name: str, value: Any, tags: Mapping[str, Any] | None = None) -> None:
         """Append ``value`` to metric ``name``; a metric may be recorded several times."""
         if not isinstance(name, str) or not name:
-            raise TypeError(f"metric name must be a non-empty string, got {name!r}")
+            raise ParameterError(f"metric name must be a non-empty string, got {name!r}")
         self._values.setdefault(name, []).append(value)
         self._tags.setdefault(name, []).append(dict(tags or {}))
 
@@ -92,7 +92,7 @@ class ArtifactLog:
         if isinstance(data, str):
             data = data.encode("utf-8")
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
+            raise ParameterError(
                 f"artifact '{name}' must be bytes (or str), got {type(data).__name__}; "
                 "serialize it first (for example with json.dumps(...).encode() or numpy.save)."
             )

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .errors import ValidationError
 from .hashing import code_fingerprint, stable_hash
 from .injection import CallSignature
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
 
 
 class DataSource(ABC):
     """Produces the pipeline's input; called once per replicate with its context."""
 
     @abstractmethod
-    def fetch(self, ctx: Any) -> Any:
+    def fetch(self, ctx: FrozenContext) -> Any:
         """Return the data for this replicate; should depend only on ``ctx``."""
 
     @property
@@ -31,7 +35,7 @@ class DataSource(ABC):
         return _digest(self.name, type(self), self.params)
 
 
-def _digest(name: str, code: Any, params: dict[str, Any]) -> str:
+def _digest(name: str, code: Callable[..., Any], params: dict[str, Any]) -> str:
     try:
         return stable_hash(name, code_fingerprint(code), params)
     except Exception:  # noqa: BLE001 - parameters without a stable hash: fall back to their names
@@ -47,7 +51,7 @@ class FunctionSource(DataSource):
         self.signature.check_explicit(explicit, self.name)
         self.explicit = dict(explicit)
 
-    def fetch(self, ctx: Any) -> Any:
+    def fetch(self, ctx: FrozenContext) -> Any:
         kwargs = self.signature.resolve(self.explicit, ctx, f"datasource '{self.name}'")
         return self.signature.call(self.fn, None, ctx, kwargs)
 
@@ -64,7 +68,7 @@ class FunctionSource(DataSource):
         return _digest(self.name, self.fn, self.explicit)
 
 
-def resolve_inputs(datasource: Any) -> None:
+def resolve_inputs(datasource: DataSource) -> None:
     """Let datasources that read other experiments' runs (``Artifact``) pin which run, on the driver."""
     resolve = getattr(datasource, "resolve_inputs", None)
     if callable(resolve):
@@ -80,10 +84,10 @@ class ExperimentInput(DataSource):
 
     def __init__(self, **inputs: DataSource) -> None:
         if not inputs:
-            raise ValueError("ExperimentInput needs at least one named datasource")
+            raise ValidationError("ExperimentInput needs at least one named datasource")
         self.inputs = dict(inputs)
 
-    def fetch(self, ctx: Any) -> dict[str, Any]:
+    def fetch(self, ctx: FrozenContext) -> dict[str, Any]:
         return {name: source.fetch(ctx) for name, source in self.inputs.items()}
 
     @property

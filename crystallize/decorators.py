@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .datasource import DataSource, FunctionSource
+from .errors import ParameterError
 from .hypothesis import Hypothesis, MetricSpec
 from .injection import CallSignature
 from .pipeline import Pipeline
 from .resources import ResourceFactory
 from .steps import FunctionStep, PipelineStep
 from .treatment import Treatment
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
+    from .treatment import TreatmentApply
 
 
 def pipeline_step(fn: Callable[..., Any] | None = None, *, cacheable: bool = False) -> Any:
@@ -28,7 +33,7 @@ def pipeline_step(fn: Callable[..., Any] | None = None, *, cacheable: bool = Fal
         @functools.wraps(func)
         def factory(*args: Any, **explicit: Any) -> PipelineStep:
             if args:
-                raise TypeError(
+                raise ParameterError(
                     f"{func.__name__}() takes parameters by keyword only (as in {func.__name__}(delta=1)); "
                     "the data and context are passed by the pipeline"
                 )
@@ -49,7 +54,7 @@ def data_source(fn: Callable[..., Any] | None = None, **_: Any) -> Any:
         @functools.wraps(func)
         def factory(*args: Any, **explicit: Any) -> DataSource:
             if args:
-                raise TypeError(f"{func.__name__}() takes parameters by keyword only")
+                raise ParameterError(f"{func.__name__}() takes parameters by keyword only")
             return FunctionSource(func, explicit)
 
         factory.source_function = func  # type: ignore[attr-defined]
@@ -60,12 +65,12 @@ def data_source(fn: Callable[..., Any] | None = None, **_: Any) -> Any:
     return decorate
 
 
-def treatment(name: str, apply: Mapping[str, Any] | Callable[[Any], Any] | None = None) -> Any:
+def treatment(name: str, apply: TreatmentApply | None = None) -> Any:
     """``treatment("boost", {"delta": 10})`` makes a Treatment; ``@treatment("boost")`` decorates a ``fn(ctx)``."""
     if apply is not None:
         return Treatment(name, apply)
 
-    def decorate(func: Callable[[Any], Any]) -> Treatment:
+    def decorate(func: Callable[[FrozenContext], Any]) -> Treatment:
         return Treatment(name, func)
 
     return decorate
@@ -94,7 +99,7 @@ def verifier(fn: Callable[..., Any]) -> Callable[..., Any]:
         if len(args) == 2:
             return fn(*args, **params)
         if args:
-            raise TypeError(f"{fn.__name__}() binds parameters by keyword, as in {fn.__name__}(alpha=0.01)")
+            raise ParameterError(f"{fn.__name__}() binds parameters by keyword, as in {fn.__name__}(alpha=0.01)")
         return VerifierCallable(fn, params)
 
     factory.verifier_function = fn  # type: ignore[attr-defined]

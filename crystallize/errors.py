@@ -1,4 +1,9 @@
-"""One exception tree for the whole package, so users can catch ``CrystallizeError``."""
+"""One exception tree for the whole package, so users can catch ``CrystallizeError``.
+
+Where an error used to be a builtin (``ValueError``, ``TypeError``, ``FileNotFoundError``,
+``RuntimeError``), its class here derives from that builtin too, so ``except ValueError``
+written against older versions still catches it.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,12 @@ class CrystallizeError(Exception):
     """Root of every error raised by Crystallize itself."""
 
 
-class ValidationError(CrystallizeError):
-    """The experiment is not fit to run; the message says what to fix."""
+class ValidationError(CrystallizeError, ValueError):
+    """The experiment, or a value given to Crystallize, is not fit to use; the message says what to fix."""
+
+
+class ParameterError(ValidationError, TypeError):
+    """A function or class got a parameter it does not take, lacks one it needs, or got one of the wrong type."""
 
 
 class ContextMutationError(CrystallizeError):
@@ -63,5 +72,32 @@ class CacheError(CrystallizeError):
     """A step result could not be hashed or stored in the step cache."""
 
 
+class CorruptRecordError(CrystallizeError, ValueError):
+    """Stored bytes (a run's outcome record, a cache entry) are truncated, altered, or not authentic."""
+
+
+class CorruptEntry(CacheError, CorruptRecordError):
+    """The bytes are not a valid, intact (and, with a key, authentic) cache entry; the cache recomputes it."""
+
+
+CorruptEntryError = CorruptEntry
+
+
 class ExecutionError(CrystallizeError):
     """An executor failed as a whole (not a single replicate)."""
+
+
+class RunNotFoundError(CrystallizeError, FileNotFoundError):
+    """No stored run (or no runs of an experiment) at the location given."""
+
+
+class ArtifactNotFoundError(CrystallizeError, FileNotFoundError):
+    """A producer's run holds no such artifact for the replicate and condition asked for."""
+
+
+class OptimizerError(CrystallizeError, RuntimeError):
+    """An optimizer was used out of order: ``tell()`` before ``ask()``, a best treatment before any score."""
+
+
+class TargetError(CrystallizeError):
+    """What the command line was asked to run or read cannot be loaded, or the options do not fit it (exit code 2)."""

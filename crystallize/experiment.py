@@ -6,16 +6,17 @@ import asyncio
 import contextlib
 import difflib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .constants import BASELINE_CONDITION, FRAMEWORK_KEYS
 from .datasource import DataSource, resolve_inputs
 from .engine.driver import RunSession, setup_steps
 from .engine.fold import RunFold
 from .engine.identity import compute_identities
-from .engine.plan import ReplicateTask, RunSpec
+from .engine.plan import ReplicateOutcome, ReplicateTask, RunSpec
 from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
 from .engine.resume import build_plan, plan_differences
 from .errors import ValidationError
@@ -36,10 +37,13 @@ from .treatment import Treatment
 
 if TYPE_CHECKING:
     from .builder import ExperimentBuilder
+    from .context import FrozenContext
     from .execution.base import Executor
     from .optimizers import BaseOptimizer
 
 logger = logging.getLogger(__name__)
+
+P = TypeVar("P")
 
 _DEFAULT_PLUGINS = (ArtifactPlugin, SeedPlugin, LoggingPlugin)
 
@@ -87,7 +91,7 @@ class Experiment:
         return ExperimentBuilder(name, experiment_class=cls)
 
     @classmethod
-    def from_yaml(cls, path: Any, plugins: Sequence[BasePlugin] | None = None) -> Experiment:
+    def from_yaml(cls, path: str | os.PathLike[str], plugins: Sequence[BasePlugin] | None = None) -> Experiment:
         """The experiment of a folder holding ``config.yaml`` (or of that file); see ``crystallize.config``."""
         from .config import load_experiment
 
@@ -100,8 +104,15 @@ class Experiment:
             return self.name
         return "experiment_" + stable_hash(self.pipeline.fingerprint)[:10]
 
-    def get_plugin(self, plugin_class: type) -> Any:
+    def get_plugin(self, plugin_class: type[P]) -> P | None:
+        """The first plugin of this class, or None."""
         return next((p for p in self.plugins if isinstance(p, plugin_class)), None)
+
+    def _plugin(self, plugin_class: type[P]) -> P:
+        """One of the default plugins, which ``__init__`` always adds."""
+        plugin = self.get_plugin(plugin_class)
+        assert plugin is not None, f"experiment '{self.id}' has no {plugin_class.__name__} in its plugins"
+        return plugin
 
     # ------------------------------------------------------------------ validation
 
@@ -200,9 +211,18 @@ class Experiment:
             session.finish(result)
         return result
 
-    async def arun(self, **kwargs: Any) -> Result:
+    async def arun(
+        self,
+        *,
+        treatments: Sequence[Treatment] | None = None,
+        hypotheses: Sequence[Hypothesis] | None = None,
+        replicates: int | None = None,
+        strategy: str | None = None,
+    ) -> Result:
         """``await experiment.arun(...)`` from async code (a notebook); same as ``run``."""
-        return await asyncio.to_thread(self.run, **kwargs)
+        return await asyncio.to_thread(
+            self.run, treatments=treatments, hypotheses=hypotheses, replicates=replicates, strategy=strategy
+        )
 
     # ------------------------------------------------------------------ optimize
 
@@ -232,34 +252,13 @@ class Experiment:
                 if not asked:
                     logger.info("optimizer has no more candidates after %d trial(s)", trial)
                     break
-                names = [t.name for t in asked]
-                if len(set(names)) != len(names):
-                    raise ValidationError(
-                        f"trial {trial + 1}: ask() returned several treatments with the same name {names}; "
-                        "tell() reports scores by name, so names within one ask must differ"
-                    )
                 self._check_treatment_keys(asked)
-                conditions: dict[str, Treatment] = {}
-                for treatment in asked:
-                    key = treatment.name
-                    if key in all_conditions or key in conditions or key == BASELINE_CONDITION:
-                        key = f"{treatment.name}~trial{trial}"
-                    check_segment(key, "treatment name")
-                    conditions[key] = treatment
+                conditions = _trial_conditions(asked, trial, all_conditions)
                 fold.add_conditions(list(conditions))
                 all_conditions.update(conditions)
                 tasks = [ReplicateTask(c, r) for r in range(replicates_per_trial) for c in conditions]
                 session.execute(tasks, conditions, fold, label=f"trial {trial + 1}/{num_trials}")
-                means = {t.name: fold.mean(key, metric) for key, t in conditions.items()}
-                for key, t in conditions.items():
-                    if means[t.name] != means[t.name]:
-                        logger.warning(
-                            "trial %d: treatment '%s' recorded no '%s' (failed replicates: %d); its score is NaN",
-                            trial + 1,
-                            t.name,
-                            metric,
-                            fold.failures(key),
-                        )
+                means = _trial_scores(fold, conditions, metric, trial)
                 optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
             _warn_unread_keys(session, fold, all_conditions)
             provenance = session.provenance(list(all_conditions), all_conditions)
@@ -314,7 +313,7 @@ class Experiment:
 
     def _freeze_spec(
         self,
-        setup_ctx: Any,
+        setup_ctx: FrozenContext,
         *,
         mode: str,
         replicates: int,
@@ -324,7 +323,7 @@ class Experiment:
         """The frozen spec workers run from: the context as step setup left it, the observer plugins,
         seeds, the data store's location, and every identity (fingerprints, code origins) made here on
         the driver. ``apply`` stores nothing, so its spec names no data store."""
-        data_uri = None if mode == "apply" else self.get_plugin(ArtifactPlugin).store().location
+        data_uri = None if mode == "apply" else self._plugin(ArtifactPlugin).store().location
         return RunSpec(
             name=self.id,
             datasource=self.datasource,
@@ -332,7 +331,7 @@ class Experiment:
             initial_ctx=setup_ctx._raw_values(),
             identities=compute_identities(self.pipeline, self.datasource, [t for t in treatments if t is not None]),
             plugins=tuple(self._observer_plugins()),
-            seeding=self.get_plugin(SeedPlugin).config(),
+            seeding=self._plugin(SeedPlugin).config(),
             replicates=replicates,
             cache_root=_cache_root(),
             mode=mode,
@@ -362,7 +361,7 @@ class Experiment:
 
     def _find_resumable(self) -> ResumePoint | None:
         """The latest version of this experiment and its records, or None when there is none."""
-        repository = RunRepository(self.get_plugin(ArtifactPlugin).store())
+        repository = RunRepository(self._plugin(ArtifactPlugin).store())
         version = repository.latest(self.id, require="plan")  # abandoned claims (no plan) are skipped
         run = repository.open(self.id, version) if version is not None else None
         if run is None:
@@ -385,8 +384,8 @@ class Experiment:
         resume: ResumePoint | None = None,
     ) -> Iterator[RunSession]:
         """Claim (or reopen) a version, run hooks and step setup, freeze the spec, start the executor."""
-        artifact_plugin = self.get_plugin(ArtifactPlugin)
-        seed_plugin = self.get_plugin(SeedPlugin)
+        artifact_plugin = self._plugin(ArtifactPlugin)
+        seed_plugin = self._plugin(SeedPlugin)
         store = artifact_plugin.store()
         if resume is not None:
             version = resume.version
@@ -438,10 +437,49 @@ def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
     for plugin in plugins:
         if not isinstance(plugin, BasePlugin):
             raise ValidationError(f"plugins must be BasePlugin instances, got {type(plugin).__name__}")
-    missing = [cls() for cls in _DEFAULT_PLUGINS if not any(isinstance(p, cls) for p in plugins)]
+    missing: list[BasePlugin] = [cls() for cls in _DEFAULT_PLUGINS if not any(isinstance(p, cls) for p in plugins)]
     if not any(isinstance(p, ExecutionPlugin) or overrides_loop(p) for p in plugins):
         missing.append(SerialExecution())
     return [*missing, *plugins]
+
+
+def _trial_conditions(
+    asked: list[Treatment], trial: int, earlier: Mapping[str, Treatment | None]
+) -> dict[str, Treatment | None]:
+    """Condition names for one ask: the treatment's name, made unique across trials."""
+    names = [t.name for t in asked]
+    if len(set(names)) != len(names):
+        raise ValidationError(
+            f"trial {trial + 1}: ask() returned several treatments with the same name {names}; "
+            "tell() reports scores by name, so names within one ask must differ"
+        )
+    conditions: dict[str, Treatment | None] = {}
+    for treatment in asked:
+        key = treatment.name
+        if key in earlier or key in conditions or key == BASELINE_CONDITION:
+            key = f"{treatment.name}~trial{trial}"
+        check_segment(key, "treatment name")
+        conditions[key] = treatment
+    return conditions
+
+
+def _trial_scores(
+    fold: RunFold, conditions: Mapping[str, Treatment | None], metric: str, trial: int
+) -> dict[str, float]:
+    """The mean objective per asked treatment (by its own name); NaN, with a warning, when none was recorded."""
+    means: dict[str, float] = {}
+    for key, treatment in conditions.items():
+        assert treatment is not None
+        means[treatment.name] = mean = fold.mean(key, metric)
+        if mean != mean:
+            logger.warning(
+                "trial %d: treatment '%s' recorded no '%s' (failed replicates: %d); its score is NaN",
+                trial + 1,
+                treatment.name,
+                metric,
+                fold.failures(key),
+            )
+    return means
 
 
 def _injectable(part: Any) -> tuple[str, ...]:
@@ -482,7 +520,7 @@ class ResumePoint:
 
     version: int
     plan: dict[str, Any]
-    outcomes: dict[tuple[str, int], Any]
+    outcomes: dict[tuple[str, int], ReplicateOutcome]
 
 
 def _as_treatment(value: Any) -> Treatment:

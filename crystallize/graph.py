@@ -24,6 +24,7 @@ from .plugins.execution import ExecutionPlugin
 from .runs import load_run
 from .store import layout
 from .store.repository import RunRepository
+from .tracebacks import add_note
 
 if TYPE_CHECKING:
     from .experiment import Experiment
@@ -184,7 +185,9 @@ class ExperimentGraph:
         self._check_replicates(replicates)
         if len(order) > 1 and all(_runs_concurrently(e) for e in self._experiments.values()):
             for experiment in self._experiments.values():
-                experiment.execution_plugin().prepare()  # connect (ray.init) here, on the main thread
+                plugin = experiment.execution_plugin()
+                if isinstance(plugin, ExecutionPlugin):  # always, as _runs_concurrently checked
+                    plugin.prepare()  # connect (ray.init) here, on the main thread
             return self._run_concurrently(strategy, replicates)
         results: dict[str, Result] = {}
         for name in order:
@@ -234,7 +237,7 @@ class ExperimentGraph:
                     return experiment.run(strategy="rerun", replicates=replicates)
             return experiment.run(strategy=strategy, replicates=replicates)
         except Exception as exc:
-            exc.add_note(f"(while running experiment '{name}' of the graph)")
+            add_note(exc, f"(while running experiment '{name}' of the graph)")
             raise
 
     def _resume_state(self, experiment: Experiment, replicates: int | None) -> tuple[str, Result | None]:

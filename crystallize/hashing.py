@@ -13,22 +13,29 @@ import dataclasses
 import dis
 import functools
 import hashlib
-import importlib.metadata
 import operator
-import os
-import site
 import struct
-import sys
-import sysconfig
 import threading
 import types
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, cast
 
 from .errors import CacheError
+from .user_code import PYTHON_VERSION, is_user_module, module_token, package_token
+
+# Older names, kept for callers that imported them from here.
+_is_user_module = is_user_module
+_package_token = package_token
+_module_token = module_token
 
 _DIGEST_SIZE = 20
+
+
+class Hasher(Protocol):
+    """What the canonical encoding writes to: a ``hashlib`` object, or a stand-in that only collects code."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
 
 
 def stable_hash(*values: Any) -> str:
@@ -39,7 +46,7 @@ def stable_hash(*values: Any) -> str:
     return hasher.hexdigest()
 
 
-def code_fingerprint(fn: Any) -> str:
+def code_fingerprint(fn: Callable[..., Any]) -> str:
     """Digest of the code ``fn`` runs and of the user code and module-level values it reaches.
 
     Bytecode, not source: the digest does not depend on a readable file, on comments, or on
@@ -48,7 +55,7 @@ def code_fingerprint(fn: Any) -> str:
     invalidates cached results; stdlib and installed packages (crystallize too) count by version.
     """
     hasher = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-    _tag(hasher, b"PY", _PYTHON.encode())  # bytecode differs across Python versions
+    _tag(hasher, b"PY", PYTHON_VERSION.encode())  # bytecode differs across Python versions
     walker = _CodeWalker()
     with walker.active():
         walker.feed_callable(hasher, fn)
@@ -99,7 +106,7 @@ def _feed(hasher: Any, value: Any) -> None:
         else:
             _tag(hasher, b"K", f"{value.__module__}.{value.__qualname__}".encode())
     elif isinstance(value, types.ModuleType):
-        _tag(hasher, b"MD", _module_token(value).encode())
+        _tag(hasher, b"MD", module_token(value).encode())
     elif hasattr(value, "__crystallize_hash__"):
         _tag(hasher, b"H", str(value.__crystallize_hash__()).encode())
     elif dataclasses.is_dataclass(value):
@@ -141,7 +148,8 @@ def _feed_numpy(hasher: Any, value: Any) -> None:
             _feed(hasher, item)
         return
     contiguous = np.ascontiguousarray(array)
-    hasher.update(memoryview(contiguous).cast("B"))
+    # NumPy declares the buffer protocol (``__buffer__``) to type checkers only for Python 3.12+
+    hasher.update(memoryview(cast(Any, contiguous)).cast("B"))
 
 
 def _feed_pandas(hasher: Any, value: Any) -> None:
@@ -222,13 +230,11 @@ def _feed_code(hasher: Any, code: types.CodeType) -> None:
 
 # --- the code walk behind code_fingerprint ---------------------------------------------------
 
-_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 # __future__ flags say how the code was compiled (a notebook inherits them from earlier cells),
 # not what it does; any bytecode they change is hashed anyway.
 _FUTURE_FLAGS = functools.reduce(
     operator.or_, (getattr(__future__, name).compiler_flag for name in __future__.all_feature_names), 0
 )
-_FRAMEWORK_PACKAGES = frozenset({"crystallize", "crystallize_ray"})
 _GLOBAL_OPS = frozenset(dis.opmap[name] for name in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL"))
 # Class attributes that say where a class was defined rather than what it does.
 _SKIPPED_CLASS_ATTRS = frozenset(
@@ -256,8 +262,6 @@ _ACTIVE = threading.local()
 _CODE_NAMES: weakref.WeakKeyDictionary[types.CodeType, tuple[frozenset[str], frozenset[str]]] = (
     weakref.WeakKeyDictionary()
 )
-_USER_MODULES: dict[tuple[str, str | None], bool] = {}
-_PACKAGE_TOKENS: dict[str, str] = {}
 
 
 def reachable_code(functions: Iterable[Any]) -> list[types.CodeType]:
@@ -275,7 +279,7 @@ def reachable_code(functions: Iterable[Any]) -> list[types.CodeType]:
 class _NullHasher:
     """Stands in for a hasher when the walk only collects code objects."""
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray | memoryview, /) -> None:
         pass
 
 
@@ -312,7 +316,7 @@ class _CodeWalker:
 
     # -- entry points -------------------------------------------------------------------------
 
-    def feed_callable(self, hasher: Any, obj: Any, *, strict: bool = True) -> None:
+    def feed_callable(self, hasher: Hasher, obj: Callable[..., Any], *, strict: bool = True) -> None:
         """A function, method, class, library routine or callable instance."""
         obj = _strip_method(obj)
         if isinstance(obj, type):
@@ -322,8 +326,8 @@ class _CodeWalker:
         for layer in reversed(_unwrap_layers(obj)):
             self._feed_layer(hasher, layer, strict=strict)
 
-    def feed_class(self, hasher: Any, cls: type) -> None:
-        if not _is_user_module(getattr(cls, "__module__", None)):
+    def feed_class(self, hasher: Hasher, cls: type) -> None:
+        if not is_user_module(getattr(cls, "__module__", None)):
             self._feed_library(hasher, cls)
             return
         if not self._first_visit(("class", id(cls)), cls):
@@ -352,14 +356,14 @@ class _CodeWalker:
 
     def _feed_layer(self, hasher: Any, obj: Any, *, strict: bool) -> None:
         if isinstance(obj, types.FunctionType):
-            if _is_user_module(_defining_module(obj)):
+            if is_user_module(_defining_module(obj)):
                 self._feed_user_function(hasher, obj)
             else:
                 self._feed_library(hasher, obj)
         elif isinstance(obj, type):
             self.feed_class(hasher, obj)
         elif _is_routine(obj) or (
-            isinstance(_safe_getattr(obj, "__qualname__"), str) and not _is_user_module(_module_name_of(obj))
+            isinstance(_safe_getattr(obj, "__qualname__"), str) and not is_user_module(_module_name_of(obj))
         ):
             self._feed_library(hasher, obj)  # numpy dispatchers and ufuncs, cython functions, ...
         else:
@@ -415,7 +419,7 @@ class _CodeWalker:
             qualname = _safe_getattr(obj, "__name__")
         if not isinstance(qualname, str):
             qualname = type(obj).__qualname__
-        _tag(hasher, b"LIB", f"{module}.{qualname}|{_package_token(module or '')}".encode())
+        _tag(hasher, b"LIB", f"{module}.{qualname}|{package_token(module or '')}".encode())
 
     # -- values reached through globals, closures, defaults and class attributes -------------
 
@@ -424,7 +428,7 @@ class _CodeWalker:
             self._feed_module(hasher, value, attr_names)
         elif _is_function_like(value):
             self.feed_callable(hasher, value, strict=False)
-        elif _is_user_module(type(value).__module__):
+        elif is_user_module(type(value).__module__):
             # an instance of a user class: calling its methods runs that class's code
             _tag(hasher, b"UI")
             self.feed_class(hasher, type(value))
@@ -434,8 +438,8 @@ class _CodeWalker:
 
     def _feed_module(self, hasher: Any, module: types.ModuleType, attr_names: frozenset[str]) -> None:
         name = getattr(module, "__name__", "") or ""
-        if not _is_user_module(name):
-            _tag(hasher, b"LM", _package_token(name).encode())
+        if not is_user_module(name):
+            _tag(hasher, b"LM", package_token(name).encode())
             return
         _tag(hasher, b"UM", name.encode())
         namespace = vars(module)
@@ -476,7 +480,7 @@ class _CodeWalker:
         elif isinstance(value, functools.partial):
             items = (value.func, value.args, value.keywords)
         else:
-            if _is_user_module(type(value).__module__):
+            if is_user_module(type(value).__module__):
                 self.feed_class(_NULL_HASHER, type(value))
             return
         for index, item in enumerate(items):
@@ -575,107 +579,6 @@ def _module_name_of(obj: Any) -> str | None:
     if isinstance(owner, types.ModuleType):
         return owner.__name__
     return type(obj).__module__
-
-
-def _is_user_module(name: str | None) -> bool:
-    """True for the user's own code (walked); False for stdlib, installed packages and crystallize.
-
-    User code: ``__main__``, modules with no file that are not builtins (exec'd, notebook cells,
-    code cloudpickle shipped by value), and modules whose file is outside the stdlib and
-    site-packages directories (so an editable install of the user's project counts as theirs).
-    """
-    if not name or name == "__main__":
-        return True
-    module = sys.modules.get(name)
-    file = getattr(module, "__file__", None) if module is not None else None
-    key = (name, file if isinstance(file, str) else None)
-    cached = _USER_MODULES.get(key)
-    if cached is not None:
-        return cached
-    result = _classify_module(name, module)
-    if module is not None:
-        _USER_MODULES[key] = result
-    return result
-
-
-def _classify_module(name: str, module: types.ModuleType | None) -> bool:
-    top = name.partition(".")[0]
-    if top in _FRAMEWORK_PACKAGES or name in sys.builtin_module_names:
-        return False
-    if module is None:
-        # not importable here: the top package decides, else it is code shipped by value
-        if top != name and top in sys.modules:
-            return _is_user_module(top)
-        return top not in sys.stdlib_module_names and top not in sys.builtin_module_names
-    file = getattr(module, "__file__", None)
-    if isinstance(file, str):
-        return not _under_library_root(file)
-    spec = getattr(module, "__spec__", None)
-    if getattr(spec, "origin", None) in ("frozen", "built-in"):
-        return False
-    paths = [p for p in (getattr(module, "__path__", None) or []) if isinstance(p, str)]
-    if paths:  # a namespace package: library only if all its directories are
-        return not all(_under_library_root(p) for p in paths)
-    return True
-
-
-@functools.lru_cache(maxsize=1)
-def _library_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if paths.get(key)}
-    with contextlib.suppress(AttributeError):  # old virtualenvs' site module lacks these
-        roots.update(site.getsitepackages())
-    with contextlib.suppress(AttributeError):
-        roots.add(site.getusersitepackages())
-    normalized = set()
-    for root in roots:
-        normalized.add(os.path.normcase(os.path.abspath(root)).rstrip(os.sep))
-        normalized.add(os.path.normcase(os.path.realpath(root)).rstrip(os.sep))
-    return tuple(sorted(root for root in normalized if root))
-
-
-@functools.lru_cache(maxsize=4096)
-def _under_library_root(path: str) -> bool:
-    candidates = {os.path.normcase(os.path.abspath(path)), os.path.normcase(os.path.realpath(path))}
-    return any(
-        candidate == root or candidate.startswith(root + os.sep)
-        for candidate in candidates
-        for root in _library_roots()
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def _distributions() -> Mapping[str, list[str]]:
-    try:
-        return importlib.metadata.packages_distributions()
-    except Exception:  # noqa: BLE001 - broken metadata must not break fingerprints
-        return {}
-
-
-def _package_token(module_name: str) -> str:
-    """``"<top-level package>==<version>"``: library code counts by its version, not its contents."""
-    top = module_name.partition(".")[0]
-    token = _PACKAGE_TOKENS.get(top)
-    if token is not None:
-        return token
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        token = f"stdlib=={_PYTHON}"
-    else:
-        versions = set()
-        for dist in _distributions().get(top, ()):
-            with contextlib.suppress(Exception):
-                versions.add(importlib.metadata.version(dist))
-        if not versions:
-            version = getattr(sys.modules.get(top), "__version__", None)
-            versions.add(version if isinstance(version, str) else "unknown")
-        token = f"{top}=={','.join(sorted(versions))}"
-    _PACKAGE_TOKENS[top] = token
-    return token
-
-
-def _module_token(module: types.ModuleType) -> str:
-    name = getattr(module, "__name__", "") or ""
-    return f"user:{name}" if _is_user_module(name) else _package_token(name)
 
 
 def _feed_object(hasher: Any, value: Any) -> None:

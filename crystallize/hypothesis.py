@@ -43,10 +43,10 @@ class Hypothesis:
             return [list(available)]
         if isinstance(spec, str):
             return [[spec]]
-        spec = list(spec)
-        if spec and all(isinstance(g, Sequence) and not isinstance(g, (str, bytes)) for g in spec):
-            return [list(g) for g in spec]
-        return [list(spec)]
+        items: list[Any] = list(spec)  # names, or groups of names
+        if items and all(isinstance(g, Sequence) and not isinstance(g, (str, bytes)) for g in items):
+            return [list(g) for g in items]
+        return [list(items)]
 
     @property
     def metric_names(self) -> list[str]:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .errors import ParameterError
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
 
 _EMPTY = inspect.Parameter.empty
 
@@ -60,13 +65,13 @@ class CallSignature:
         """Reject parameters the function does not have, naming them."""
         unknown = sorted(set(explicit) - set(self.injectable))
         if unknown:
-            raise TypeError(
+            raise ParameterError(
                 f"{owner}() got unexpected parameter(s) {', '.join(map(repr, unknown))}; "
                 f"it accepts {', '.join(map(repr, self.injectable)) or 'no parameters'}."
             )
 
-    def resolve(self, explicit: Mapping[str, Any], ctx: Any, owner: str) -> dict[str, Any]:
-        """Values for every injectable parameter; a missing one raises ``TypeError`` naming it."""
+    def resolve(self, explicit: Mapping[str, Any], ctx: FrozenContext | None, owner: str) -> dict[str, Any]:
+        """Values for every injectable parameter; a missing one raises ``ParameterError`` (a TypeError) naming it."""
         values: dict[str, Any] = {}
         missing: list[str] = []
         for name in self.injectable:
@@ -79,17 +84,17 @@ class CallSignature:
             else:
                 missing.append(name)
         if missing:
-            raise TypeError(
+            raise ParameterError(
                 f"{owner}: no value for parameter(s) {', '.join(map(repr, missing))}; "
                 "pass them when creating the step, add them to initial_ctx, or set them with a treatment."
             )
         return values
 
-    def context_sourced(self, explicit: Mapping[str, Any], ctx: Any) -> dict[str, Any]:
+    def context_sourced(self, explicit: Mapping[str, Any], ctx: FrozenContext | None) -> dict[str, Any]:
         """The injected values that came from the context (they belong in a cache key)."""
         return {name: ctx[name] for name in self.injectable if name not in explicit and ctx is not None and name in ctx}
 
-    def call(self, fn: Callable[..., Any], data: Any, ctx: Any, kwargs: dict[str, Any]) -> Any:
+    def call(self, fn: Callable[..., Any], data: Any, ctx: FrozenContext | None, kwargs: dict[str, Any]) -> Any:
         if self.data_param is not None:
             kwargs[self.data_param] = data
         if self.ctx_param is not None:
@@ -111,7 +116,7 @@ def inject_from_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator for plain helpers called as ``fn(data, ctx)``: fills other parameters from ``ctx``."""
     signature = CallSignature.of(fn, takes_data=True)
 
-    def wrapper(data: Any, ctx: Any, **explicit: Any) -> Any:
+    def wrapper(data: Any, ctx: FrozenContext, **explicit: Any) -> Any:
         kwargs = signature.resolve(explicit, ctx, signature.qualname)
         return signature.call(fn, data, ctx, kwargs)
 

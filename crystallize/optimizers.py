@@ -17,10 +17,11 @@ import itertools
 import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import OptimizerError, ParameterError, ValidationError
 from .treatment import Treatment
 
 _DIRECTIONS = ("minimize", "maximize")
@@ -35,9 +36,9 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str):
-            raise TypeError("Objective.metric must be one metric name (multi-objective search is not supported)")
+            raise ParameterError("Objective.metric must be one metric name (multi-objective search is not supported)")
         if self.direction not in _DIRECTIONS:
-            raise ValueError(f"Objective.direction must be 'minimize' or 'maximize', got {self.direction!r}")
+            raise ValidationError(f"Objective.direction must be 'minimize' or 'maximize', got {self.direction!r}")
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` beats ``b``; NaN never wins."""
@@ -73,7 +74,7 @@ class _BatchedOptimizer(BaseOptimizer):
     def __init__(self, objective: Objective, batch_size: int, name_prefix: str) -> None:
         super().__init__(objective)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
         self._name_prefix = name_prefix
         self._issued = 0
@@ -90,7 +91,7 @@ class _BatchedOptimizer(BaseOptimizer):
 
     def tell(self, objective_values: dict[str, float]) -> None:
         if not self._pending:
-            raise RuntimeError("tell() called without a preceding ask()")
+            raise OptimizerError("tell() called without a preceding ask()")
         if len(self._pending) == 1 and self.objective.metric in objective_values:
             scores = {self._pending[0].name: objective_values[self.objective.metric]}
         else:
@@ -102,7 +103,7 @@ class _BatchedOptimizer(BaseOptimizer):
 
     def get_best_treatment(self) -> Treatment:
         if not self.history:
-            raise RuntimeError("no trial has been scored yet; run optimize() first")
+            raise OptimizerError("no trial has been scored yet; run optimize() first")
         best, best_score = self.history[0]
         for treatment, score in self.history[1:]:
             if self.objective.better(score, best_score):
@@ -122,7 +123,7 @@ class GridSearchOptimizer(_BatchedOptimizer):
     ) -> None:
         super().__init__(objective, batch_size, "grid")
         if not param_grid:
-            raise ValueError("param_grid must name at least one parameter")
+            raise ValidationError("param_grid must name at least one parameter")
         keys = list(param_grid)
         self._combinations = [
             dict(zip(keys, values, strict=True)) for values in itertools.product(*param_grid.values())
@@ -157,7 +158,7 @@ class RandomSearchOptimizer(_BatchedOptimizer):
     ) -> None:
         super().__init__(objective, batch_size, "random")
         if not space:
-            raise ValueError("space must name at least one parameter")
+            raise ValidationError("space must name at least one parameter")
         self.space = dict(space)
         self.num_samples = num_samples
         self._rng = random.Random(seed)
@@ -186,7 +187,6 @@ def _sample_domain(key: str, domain: Any, rng: random.Random) -> Any:
         return rng.uniform(float(low), float(high))
     if isinstance(domain, Sequence) and not isinstance(domain, str) and len(domain) > 0:
         return rng.choice(list(domain))
-    raise ValueError(f"search space entry '{key}' must be a non-empty list, a (low, high) tuple or a callable(rng)")
-
-
-OptimizerFactory = Callable[[], BaseOptimizer]
+    raise ValidationError(
+        f"search space entry '{key}' must be a non-empty list, a (low, high) tuple or a callable(rng)"
+    )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
 from .hashing import stable_hash
 from .steps import PipelineStep
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
 
 
 class Pipeline:
@@ -47,7 +50,7 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({self.signature()})"
 
-    def run(self, data: Any, ctx: Any) -> Any:
+    def run(self, data: Any, ctx: FrozenContext) -> Any:
         """Run the steps once in this process, without plugins or cache (handy in tests)."""
         import inspect
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
 
 _CACHE: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -22,7 +25,7 @@ class ResourceFactory:
         self.factory = factory
         self.key = key or _default_key(factory)
 
-    def __call__(self, ctx: Any = None) -> Any:
+    def __call__(self, ctx: FrozenContext | None = None) -> Any:
         cached = _CACHE.get(self.key, _MISSING)
         if cached is not _MISSING:
             return cached
@@ -31,7 +34,7 @@ class ResourceFactory:
                 _CACHE[self.key] = self._build(ctx)
             return _CACHE[self.key]
 
-    def _build(self, ctx: Any) -> Any:
+    def _build(self, ctx: FrozenContext | None) -> Any:
         try:
             return self.factory(ctx)
         except TypeError:

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .engine.fold import RunFold
+from .errors import RunNotFoundError
 from .results import HypothesisResult, Result
 from .store.repository import RunRepository, parse_location
 
@@ -20,10 +21,10 @@ def load_run(location: str | os.PathLike[str]) -> Result:
     if version is None:
         version = repository.latest(experiment, require="claim")
         if version is None:
-            raise FileNotFoundError(f"no runs of '{experiment}' under {repository.store.location}")
+            raise RunNotFoundError(f"no runs of '{experiment}' under {repository.store.location}")
     run = repository.open(experiment, version)
     if run is None:
-        raise FileNotFoundError(f"{repository.uri(experiment, version)} has no plan.json: not a run")
+        raise RunNotFoundError(f"{repository.uri(experiment, version)} has no plan.json: not a run")
     plan, record, outcomes = run.plan, run.record, run.outcomes
     conditions = list(plan.get("conditions") or sorted({c for c, _ in outcomes}))
     fold = RunFold(conditions, log_failures=False)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+from typing import cast
 
 import numpy as np
 
 
 def fresh_root_seed() -> int:
     """Draw a root seed from OS entropy; it is recorded so the run can be repeated."""
-    return int(np.random.SeedSequence().entropy % (2**63))
+    entropy = np.random.SeedSequence().entropy  # an int: drawn from the OS when none is given
+    return int(cast(int, entropy) % (2**63))
 
 
 def replicate_seed(root_seed: int, replicate: int) -> int:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .hashing import code_fingerprint, stable_hash
 from .injection import CallSignature
+
+if TYPE_CHECKING:
+    from .context import FrozenContext
 
 
 class PipelineStep(ABC):
@@ -21,13 +24,13 @@ class PipelineStep(ABC):
     is_exit: bool = False
 
     @abstractmethod
-    def __call__(self, data: Any, ctx: Any) -> Any:
+    def __call__(self, data: Any, ctx: FrozenContext) -> Any:
         """Transform ``data``; may return ``(data, metrics_mapping)``."""
 
-    def setup(self, ctx: Any) -> None:
+    def setup(self, ctx: FrozenContext) -> None:
         """Called once per run on the driver, before any replicate; may add context keys."""
 
-    def teardown(self, ctx: Any) -> None:
+    def teardown(self, ctx: FrozenContext) -> None:
         """Called once per run on the driver, after every replicate."""
 
     @property
@@ -39,7 +42,7 @@ class PipelineStep(ABC):
     def name(self) -> str:
         return type(self).__name__
 
-    def context_values(self, ctx: Any) -> dict[str, Any]:
+    def context_values(self, ctx: FrozenContext) -> dict[str, Any]:
         """Context values this step reads implicitly (also part of the cache key)."""
         return {}
 
@@ -75,7 +78,7 @@ class FunctionStep(PipelineStep):
         self.cacheable = cacheable
         self._fingerprint: str | None = None
 
-    def __call__(self, data: Any, ctx: Any) -> Any:
+    def __call__(self, data: Any, ctx: FrozenContext) -> Any:
         kwargs = self.signature.resolve(self.explicit, ctx, f"step '{self.name}'")
         return self.signature.call(self.fn, data, ctx, kwargs)
 
@@ -87,7 +90,7 @@ class FunctionStep(PipelineStep):
     def params(self) -> dict[str, Any]:
         return dict(self.explicit)
 
-    def context_values(self, ctx: Any) -> dict[str, Any]:
+    def context_values(self, ctx: FrozenContext) -> dict[str, Any]:
         return self.signature.context_sourced(self.explicit, ctx)
 
     @property

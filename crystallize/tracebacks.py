@@ -24,7 +24,7 @@ from typing import Any
 
 from .hashing import reachable_code
 
-__all__ = ["DYNAMIC_CODE_FILENAME", "code_origins", "format_exception"]
+__all__ = ["DYNAMIC_CODE_FILENAME", "add_note", "code_origins", "format_exception"]
 
 DYNAMIC_CODE_FILENAME = "<dynamic-code>"
 """The ``co_filename`` cloudpickle gives code it pickles by value."""
@@ -120,3 +120,25 @@ def _moved(summary: traceback.FrameSummary, filename: str) -> traceback.FrameSum
     return traceback.FrameSummary(
         filename, summary.lineno, summary.name, lookup_line=True, locals=summary.locals, **positions
     )
+
+
+_HAS_ADD_NOTE = hasattr(BaseException, "add_note")  # Python 3.11+
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` where Python has it (3.11+); on 3.10, the same ``__notes__`` list, and the
+    note appended to the message (after a newline, where 3.11 prints it) so tracebacks show it too.
+
+    The message changes only for exceptions whose text is their one string argument; others (a
+    ``KeyError`` quotes its argument, an ``OSError`` formats several) keep the note in ``__notes__``.
+    """
+    if sys.version_info >= (3, 11) and _HAS_ADD_NOTE:
+        exc.add_note(note)
+        return
+    notes = getattr(exc, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = []
+        setattr(exc, "__notes__", notes)  # noqa: B010 - not a known attribute of BaseException on 3.10
+    notes.append(note)
+    if type(exc).__str__ is BaseException.__str__ and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]}\n{note}",)

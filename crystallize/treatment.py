@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from .errors import ParameterError, ValidationError
 from .hashing import code_fingerprint, stable_hash
 
-TreatmentApply = Mapping[str, Any] | Callable[[Any], Any]
+if TYPE_CHECKING:
+    from .context import FrozenContext
+
+TreatmentApply: TypeAlias = "Mapping[str, Any] | Callable[[FrozenContext], Any]"
 
 
 class Treatment:
@@ -16,12 +20,12 @@ class Treatment:
 
     def __init__(self, name: str, apply: TreatmentApply | None = None) -> None:
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a treatment needs a non-empty name, got {name!r}")
+            raise ValidationError(f"a treatment needs a non-empty name, got {name!r}")
         self.name = name
         if apply is None:
             apply = {}
         if not isinstance(apply, Mapping) and not callable(apply):
-            raise TypeError(
+            raise ParameterError(
                 f"treatment '{name}': apply must be a mapping or a callable(ctx), got {type(apply).__name__}"
             )
         self._apply = dict(apply) if isinstance(apply, Mapping) else apply
@@ -35,7 +39,7 @@ class Treatment:
     def is_mapping(self) -> bool:
         return isinstance(self._apply, dict)
 
-    def apply(self, ctx: Any) -> None:
+    def apply(self, ctx: FrozenContext) -> None:
         """Add this treatment's values to ``ctx`` (or run its callable on it)."""
         if isinstance(self._apply, dict):
             for key, value in self._apply.items():

@@ -90,14 +90,3 @@ def ensure_connected(
             raise ExecutionError(f"Cannot connect to the Ray cluster at {address!r}: {errors[0]}") from errors[0]
         logger.info("Connected to the Ray cluster at %s", address)
         return address
-
-
-def shutdown_if_started_here() -> None:
-    """Shut down Ray only when this process started it."""
-    global _STARTED_HERE
-    import ray
-
-    with _LOCK:
-        if _STARTED_HERE and ray.is_initialized():
-            ray.shutdown()
-        _STARTED_HERE = False

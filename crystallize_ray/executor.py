@@ -26,7 +26,7 @@ from crystallize.execution.base import Executor
 from crystallize.store.filesystem import Store
 
 from .connection import ensure_connected
-from .errors import environment_broken, failed_batch
+from .errors import failed_batch, fatal_error
 from .interrupts import InterruptGuard
 from .worker import remote_run_batch
 
@@ -73,8 +73,6 @@ class RayExecutor(Executor):
         self._spec_ref: Any = None
         self._spec_id: str = ""
         self._pending: dict[Any, list[tuple[str, int]]] = {}
-        self._seconds_per_replicate: float | None = None
-        self._singles: list[tuple[str, int]] = []
         self._broker: Any = None
         self.startup_seconds = 0.0
         self.tasks_submitted = 0
@@ -90,10 +88,10 @@ class RayExecutor(Executor):
         import ray
 
         request = self._request()
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        nodes: list[dict[str, float]] = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         if any(all(node.get(k, 0.0) >= v for k, v in request.items()) for node in nodes):
             return
-        biggest = max(nodes, key=lambda n: n.get("CPU", 0.0), default={})
+        biggest: dict[str, float] = max(nodes, key=lambda n: n.get("CPU", 0.0), default={})
         shown = {k: v for k, v in biggest.items() if not k.startswith("node:") and "object_store" not in k}
         raise ExecutionError(
             f"No node in the Ray cluster can run a replicate that needs {request}; the largest node has "
@@ -151,105 +149,6 @@ class RayExecutor(Executor):
         self._spec_id = uuid.uuid4().hex
         return spec
 
-    # -- running ---------------------------------------------------------------------------
-    def _next_batch_size(self, remaining: int, total: int, workers: int) -> int:
-        if self.batch_size:
-            return self.batch_size
-        if self._seconds_per_replicate is None:
-            return batch_size_for(total, workers, per_worker=8, cap=64)
-        ideal = self.target_task_seconds / max(self._seconds_per_replicate, 1e-7)
-        tail = math.ceil(remaining / (workers * 2))
-        return max(1, min(int(ideal), 4096, tail))
-
-    def _learn(self, outcomes: Sequence[ReplicateOutcome]) -> None:
-        if not outcomes:
-            return
-        mean = sum(o.seconds for o in outcomes) / len(outcomes)
-        previous = self._seconds_per_replicate
-        self._seconds_per_replicate = mean if previous is None else 0.7 * previous + 0.3 * mean
-
-    def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
-        import ray
-
-        if self._spec_ref is None:
-            raise ExecutionError("RayExecutor.map() before start()")
-        conditions_ref = ray.put(dumps_conditions(conditions))
-        conditions_id = uuid.uuid4().hex
-        queue = deque((t.condition, t.replicate) for t in tasks)
-        total = len(queue)
-        remote = remote_run_batch().options(
-            num_cpus=self.num_cpus,
-            num_gpus=self.num_gpus,
-            memory=self.memory,
-            resources=self.resources or None,
-            max_retries=self.max_retries,
-            retry_exceptions=False,
-            # Ray was up before us: ray.init never saw runtime_env, so it goes on the tasks.
-            **({"runtime_env": self.runtime_env} if self.runtime_env and self.connected_as == "existing" else {}),
-        )
-        workers = self.parallelism()
-        limit = self.max_in_flight or max(4, workers * 4)
-
-        def submit() -> None:
-            while (queue or self._singles) and len(self._pending) < limit:
-                if self._singles:
-                    batch = [self._singles.pop()]
-                else:
-                    size = self._next_batch_size(len(queue), total, workers)
-                    batch = [queue.popleft() for _ in range(min(size, len(queue)))]
-                self.tasks_submitted += 1
-                ref = remote.remote(
-                    self._spec_id,
-                    [self._spec_ref],
-                    conditions_id,
-                    [conditions_ref],
-                    batch,
-                    self.retry_types,
-                    self.max_retries if self.retry_types else 0,
-                    self._broker,
-                )
-                self._pending[ref] = batch
-
-        submit()
-        with InterruptGuard() as interrupt:
-            yield from self._stream(ray, submit, interrupt)
-
-    def _stream(self, ray: Any, submit: Any, interrupt: InterruptGuard) -> Iterator[ReplicateOutcome]:
-        while self._pending:
-            # A timeout, so Ctrl-C is seen even while every task runs for minutes.
-            ready, _ = ray.wait(list(self._pending), num_returns=1, timeout=0.5)
-            interrupt.check()
-            for ref in ready:
-                batch = self._pending.pop(ref)
-                try:
-                    outcomes = ray.get(ref)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as exc:
-                    if environment_broken(exc):
-                        raise ExecutionError(
-                            "Ray workers cannot load Crystallize or your code: "
-                            f"{str(exc).strip().splitlines()[-1][:300]}. Install the package on every node, or "
-                            "ship it with RayExecution(runtime_env={'py_modules': [...]} or {'pip': [...]} or "
-                            "{'working_dir': '.'})."
-                        ) from exc
-                    if len(batch) > 1:
-                        # Find the replicate that brings its worker down without losing its batch-mates.
-                        logger.warning(
-                            "A batch of %d replicate(s) failed in Ray (%s); retrying them one by one",
-                            len(batch),
-                            type(exc).__name__,
-                        )
-                        self._singles.extend(batch)
-                        submit()
-                        continue
-                    logger.warning("Replicate %s failed in Ray after retries: %s", batch[0], exc)
-                    outcomes = failed_batch(batch, exc, self.max_retries + 1)
-                self._learn(outcomes)
-                submit()
-                yield from outcomes
-        interrupt.check()
-
     def stop(self) -> None:
         import ray
 
@@ -276,6 +175,125 @@ class RayExecutor(Executor):
         info["startup_seconds"] = round(self.startup_seconds, 3)
         info["tasks"] = self.tasks_submitted
         return info
+
+    # -- running ---------------------------------------------------------------------------
+    def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
+        import ray
+
+        if self._spec_ref is None:
+            raise ExecutionError("RayExecutor.map() before start()")
+        remote = remote_run_batch().options(
+            num_cpus=self.num_cpus,
+            num_gpus=self.num_gpus,
+            memory=self.memory,
+            resources=self.resources or None,
+            max_retries=self.max_retries,
+            retry_exceptions=False,
+            # Ray was up before us: ray.init never saw runtime_env, so it goes on the tasks.
+            **({"runtime_env": self.runtime_env} if self.runtime_env and self.connected_as == "existing" else {}),
+        )
+        scheduler = _Scheduler(self, remote, ray.put(dumps_conditions(conditions)), tasks)
+        self._pending = scheduler.pending  # stop() cancels what is still out
+        with InterruptGuard() as interrupt:
+            yield from scheduler.run(interrupt)
+
+
+class _Scheduler:
+    """One ``map``: batches out, at most ``limit`` in flight, outcomes back in completion order.
+
+    Batch sizes adapt to how long replicates take (aiming at the executor's
+    ``target_task_seconds`` per task). A batch that fails in Ray is split into single
+    replicates, so only the one that brings its worker down is recorded as failed.
+    """
+
+    def __init__(self, executor: RayExecutor, remote: Any, conditions_ref: Any, tasks: Sequence[ReplicateTask]) -> None:
+        self.executor = executor
+        self.remote = remote
+        self.conditions_ref = conditions_ref
+        self.conditions_id = uuid.uuid4().hex
+        self.queue: deque[tuple[str, int]] = deque((t.condition, t.replicate) for t in tasks)
+        self.total = len(self.queue)
+        self.singles: list[tuple[str, int]] = []
+        self.pending: dict[Any, list[tuple[str, int]]] = {}
+        self.workers = executor.parallelism()
+        self.limit = executor.max_in_flight or max(4, self.workers * 4)
+        self.seconds_per_replicate: float | None = None
+
+    def run(self, interrupt: InterruptGuard) -> Iterator[ReplicateOutcome]:
+        import ray
+
+        self.submit()
+        while self.pending:
+            # A timeout, so Ctrl-C is seen even while every task runs for minutes.
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+            interrupt.check()
+            for ref in ready:
+                outcomes = self.collect(ref, self.pending.pop(ref))
+                self.submit()
+                yield from outcomes
+        interrupt.check()
+
+    def submit(self) -> None:
+        executor = self.executor
+        while (self.queue or self.singles) and len(self.pending) < self.limit:
+            if self.singles:
+                batch = [self.singles.pop()]
+            else:
+                size = self.next_batch_size()
+                batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
+            executor.tasks_submitted += 1
+            ref = self.remote.remote(
+                executor._spec_id,
+                [executor._spec_ref],
+                self.conditions_id,
+                [self.conditions_ref],
+                batch,
+                executor.retry_types,
+                executor.max_retries if executor.retry_types else 0,
+                executor._broker,
+            )
+            self.pending[ref] = batch
+
+    def collect(self, ref: Any, batch: list[tuple[str, int]]) -> list[ReplicateOutcome]:
+        """The batch's outcomes; a failed batch is split, or becomes error records when it is one replicate."""
+        import ray
+
+        try:
+            outcomes: list[ReplicateOutcome] = ray.get(ref)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            fatal = fatal_error(exc)
+            if fatal is not None:
+                raise fatal from exc
+            if len(batch) > 1:
+                logger.warning(
+                    "A batch of %d replicate(s) failed in Ray (%s); retrying them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                )
+                self.singles.extend(batch)
+                return []
+            logger.warning("Replicate %s failed in Ray after retries: %s", batch[0], exc)
+            outcomes = failed_batch(batch, exc, self.executor.max_retries + 1)
+        self.learn(outcomes)
+        return outcomes
+
+    def next_batch_size(self) -> int:
+        if self.executor.batch_size:
+            return self.executor.batch_size
+        if self.seconds_per_replicate is None:
+            return batch_size_for(self.total, self.workers, per_worker=8, cap=64)
+        ideal = self.executor.target_task_seconds / max(self.seconds_per_replicate, 1e-7)
+        tail = math.ceil(len(self.queue) / (self.workers * 2))
+        return max(1, min(int(ideal), 4096, tail))
+
+    def learn(self, outcomes: Sequence[ReplicateOutcome]) -> None:
+        if not outcomes:
+            return
+        mean = sum(o.seconds for o in outcomes) / len(outcomes)
+        previous = self.seconds_per_replicate
+        self.seconds_per_replicate = mean if previous is None else 0.7 * previous + 0.3 * mean
 
 
 def spec_has_local_store(spec: RunSpec) -> bool:

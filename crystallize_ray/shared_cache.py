@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from crystallize.cache import CacheBackend, CacheEntry, ReadSet, Resolver
+    from crystallize.steps import PipelineStep
 
 logger = logging.getLogger(__name__)
 
@@ -68,20 +74,21 @@ class CacheBroker:
         return {"shared_results": len(self.results)}
 
 
-def start_broker() -> Any:
+def start_broker() -> ActorHandle[CacheBroker]:
     import ray
 
-    return ray.remote(num_cpus=0, max_concurrency=1000)(CacheBroker).remote()
+    # Ray's type hints list only task options for ``ray.remote(**options)``; actors take max_concurrency too.
+    return ray.remote(num_cpus=0, max_concurrency=1000)(CacheBroker).remote()  # type: ignore[call-overload]
 
 
 class SharedStepCache:
     """Worker-side cache: the persistent store first, then the run's broker."""
 
-    def __init__(self, persistent: Any, broker: Any) -> None:
+    def __init__(self, persistent: CacheBackend | None, broker: ActorHandle[CacheBroker]) -> None:
         self.persistent = persistent
         self.broker = broker
 
-    def lookup(self, step: Any, fingerprint: str, base: str, resolve: Any) -> Any:
+    def lookup(self, step: PipelineStep, fingerprint: str, base: str, resolve: Resolver) -> CacheEntry | None:
         import ray
 
         from crystallize.cache import ReadSet
@@ -108,12 +115,14 @@ class SharedStepCache:
                 return None
         return None
 
-    def save(self, step: Any, fingerprint: str, base: str, reads: Any, key: str, entry: Any) -> None:
+    def save(
+        self, step: PipelineStep, fingerprint: str, base: str, reads: ReadSet, key: str, entry: CacheEntry
+    ) -> None:
         import ray
 
         self.broker.publish.remote(f"{fingerprint}/{base}", reads.to_json(), f"{fingerprint}/{key}", [ray.put(entry)])
         if self.persistent is not None:
             self.persistent.save(step, fingerprint, base, reads, key, entry)
 
-    def abandon(self, step: Any, fingerprint: str, base: str) -> None:
+    def abandon(self, step: PipelineStep, fingerprint: str, base: str) -> None:
         self.broker.abandon.remote(f"{fingerprint}/{base}")

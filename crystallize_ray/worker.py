@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from crystallize.engine.plan import ReplicateOutcome, ReplicateTask
+from crystallize.engine.plan import ReplicateOutcome, ReplicateTask, RunSpec
 from crystallize.engine.replicate import PreparedSpec, run_replicate
 from crystallize.engine.serialization import loads
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
+
+    from .shared_cache import CacheBroker
 
 _SPECS: OrderedDict[str, PreparedSpec] = OrderedDict()
 _CONDITIONS: OrderedDict[str, Any] = OrderedDict()
 _KEEP = 4
 
 
-def _cached(cache: OrderedDict[str, Any], key: str, box: Sequence[Any], build: Any) -> Any:
+def _cached(cache: OrderedDict[str, Any], key: str, box: Sequence[Any], build: Callable[[Any], Any]) -> Any:
     value = cache.get(key)
     if value is None:
         import ray
@@ -34,7 +39,7 @@ def _cached(cache: OrderedDict[str, Any], key: str, box: Sequence[Any], build: A
     return value
 
 
-def _prepare(spec: Any, broker: Any) -> PreparedSpec:
+def _prepare(spec: RunSpec, broker: ActorHandle[CacheBroker] | None) -> PreparedSpec:
     prepared = PreparedSpec.of(spec)
     if broker is not None:
         from .shared_cache import SharedStepCache
@@ -55,7 +60,7 @@ def run_batch(
     tasks: Sequence[tuple[str, int]],
     retry_types: Sequence[str] = (),
     retry_limit: int = 0,
-    broker: Any = None,
+    broker: ActorHandle[CacheBroker] | None = None,
 ) -> list[ReplicateOutcome]:
     """Run ``tasks`` in order; replicates failing with a listed exception type are retried here."""
     prepared = _cached(_SPECS, spec_id, spec_box, lambda spec: _prepare(spec, broker))

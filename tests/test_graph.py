@@ -193,7 +193,8 @@ def test_missing_replicate_names_producer_version_replicate_condition_and_artifa
     result = consumer(_private_workdir, out, plugins=[quiet()], replicates=3).run()
     assert result.metrics.baseline.metrics["read"] == [0, 1]
     error = result.errors["baseline"][2]
-    assert error.exception_type == "FileNotFoundError"
+    assert error.exception_type == "ArtifactNotFoundError"
+    assert "builtins.FileNotFoundError" in error.exception_types  # still caught as the builtin
     for part in ("'producer'", "v0", "replicate 2", "condition 'baseline'", "artifact 'number'"):
         assert part in error.message
     # in a graph the mismatch is caught before anything runs

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import ValidationError
 from ..results import Result
 
 FORMATS = ("parquet", "csv")
@@ -43,4 +44,4 @@ def _write(table: Any, fmt: str, sink: Any) -> None:
 
         pacsv.write_csv(table, sink)
     else:
-        raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+        raise ValidationError(f"unknown format {fmt!r}; use one of {FORMATS}")

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from .._version import __version__
 from ..execution import registry
 from .targets import TargetError
 
@@ -45,22 +46,8 @@ def _seed(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="debug logging; tracebacks for every error")
-    data = argparse.ArgumentParser(add_help=False)
-    data.add_argument(
-        "--data", metavar="DIR", help="data store: a folder or URI (default: $CRYSTALLIZE_DATA_URI, else ./data)"
-    )
-
-    parser = argparse.ArgumentParser(
-        prog="crystallize",
-        description="Run reproducible experiments and look at their stored runs.",
-        epilog="Exit codes: 0 ok; 1 a condition failed in every replicate; 2 usage or target error.",
-    )
-    parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_run_command(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``crystallize run``: its options come from the executor registry."""
     run = sub.add_parser(
         "run",
         parents=[common],
@@ -102,6 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no live display; warnings only")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="debug logging; tracebacks for every error")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument(
+        "--data", metavar="DIR", help="data store: a folder or URI (default: $CRYSTALLIZE_DATA_URI, else ./data)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="crystallize",
+        description="Run reproducible experiments and look at their stored runs.",
+        epilog="Exit codes: 0 ok; 1 a condition failed in every replicate; 2 usage or target error.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_run_command(sub, common)
+
     runs = sub.add_parser("runs", parents=[common, data], help="list stored runs")
     runs.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="only this experiment's runs")
 
@@ -136,8 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        from .. import __version__
-
         print(__version__)
         return EXIT_OK
     if args.command is None:

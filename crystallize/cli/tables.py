@@ -211,63 +211,10 @@ def _describe(value: Any) -> str:
 
 
 def show_run(console: Console, result: Result, location: str, *, max_errors: int = 5) -> None:
-    provenance = result.provenance
-    name = provenance.get("experiment", "?")
-    version = provenance.get("version")
-    finished = provenance.get("finished", True)
-    status = Text("finished", style="green") if finished else Text("interrupted", style="yellow")
-    header = Text.assemble((f"{name} v{version}", "bold"), "  ", status, f"  {display_path(location)}")
-    console.print(header)
-    facts = []
-    if provenance.get("started_at"):
-        facts.append(f"started {_local_time(provenance['started_at'])}")
-    executor = _executor_text(provenance.get("executor"))
-    if executor:
-        facts.append(f"executor {executor}")
-    if provenance.get("root_seed") is not None:
-        facts.append(f"seed {provenance['root_seed']}")
-    conditions = condition_names(result)
-    facts.append(f"{provenance.get('replicates', '?')} replicate(s) x {len(conditions)} condition(s)")
-    if provenance.get("wall_seconds") is not None:
-        facts.append(f"{provenance['wall_seconds']:.2f} s")
-    console.print(", ".join(facts))
-
-    table = Table(title="metrics", title_justify="left", title_style="bold")
-    for column, justify in (
-        ("condition", "left"),
-        ("metric", "left"),
-        ("n", "right"),
-        ("mean", "right"),
-        ("std", "right"),
-        ("95% CI of the mean", "right"),
-        ("failed", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    per_condition = dict(result.metrics.conditions())
-    for condition in conditions:
-        _, failed, planned = counts(result, condition)
-        values = per_condition.get(condition)
-        metrics = list(values.metrics) if values else []
-        failed_cell = Text(f"{failed}/{planned}", style="bold red" if failed else "")
-        if not metrics:
-            table.add_row(condition, "\u2014", "0", "", "", "", failed_cell)
-        for index, metric in enumerate(metrics):
-            series = numbers(values.metrics[metric]) if values else []
-            cells: list[Any]
-            if series is None:
-                cells = [str(len(values.metrics[metric])), "(not numeric)", "", ""]
-            else:
-                s = summarize(series)
-                ci = f"[{fmt(s.low)}, {fmt(s.high)}]" if s.n > 1 else "\u2014"
-                cells = [str(s.n), fmt(s.mean), fmt(s.std), ci]
-            table.add_row(
-                condition if index == 0 else "",
-                metric,
-                *cells,
-                failed_cell if index == 0 else "",
-                end_section=index == len(metrics) - 1,
-            )
-    console.print(table)
+    """``crystallize show``: what ran and how, metrics with intervals, hypotheses, warnings, failures."""
+    finished = result.provenance.get("finished", True)
+    _print_run_header(console, result, location, finished=finished)
+    console.print(metrics_table(result))
     if result.metrics.hypotheses:
         console.print(hypothesis_table(result.metrics.hypotheses))
     elif not finished:
@@ -281,6 +228,70 @@ def show_run(console: Console, result: Result, location: str, *, max_errors: int
             console.print(f"  {error}", markup=False, highlight=False)
         if len(errors) > max_errors:
             console.print(f"  ... and {len(errors) - max_errors} more")
+
+
+def _print_run_header(console: Console, result: Result, location: str, *, finished: bool) -> None:
+    provenance = result.provenance
+    status = Text("finished", style="green") if finished else Text("interrupted", style="yellow")
+    title = f"{provenance.get('experiment', '?')} v{provenance.get('version')}"
+    console.print(Text.assemble((title, "bold"), "  ", status, f"  {display_path(location)}"))
+    facts = []
+    if provenance.get("started_at"):
+        facts.append(f"started {_local_time(provenance['started_at'])}")
+    executor = _executor_text(provenance.get("executor"))
+    if executor:
+        facts.append(f"executor {executor}")
+    if provenance.get("root_seed") is not None:
+        facts.append(f"seed {provenance['root_seed']}")
+    facts.append(f"{provenance.get('replicates', '?')} replicate(s) x {len(condition_names(result))} condition(s)")
+    if provenance.get("wall_seconds") is not None:
+        facts.append(f"{provenance['wall_seconds']:.2f} s")
+    console.print(", ".join(facts))
+
+
+_METRIC_COLUMNS = (
+    ("condition", "left"),
+    ("metric", "left"),
+    ("n", "right"),
+    ("mean", "right"),
+    ("std", "right"),
+    ("95% CI of the mean", "right"),
+    ("failed", "right"),
+)
+
+
+def metrics_table(result: Result) -> Table:
+    """One row per (condition, metric): n, mean, std and a 95% interval of the mean."""
+    table = Table(title="metrics", title_justify="left", title_style="bold")
+    for column, justify in _METRIC_COLUMNS:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    per_condition = dict(result.metrics.conditions())
+    for condition in condition_names(result):
+        _, failed, planned = counts(result, condition)
+        values = per_condition.get(condition)
+        metrics = values.metrics if values is not None else {}
+        failed_cell = Text(f"{failed}/{planned}", style="bold red" if failed else "")
+        if not metrics:
+            table.add_row(condition, "\u2014", "0", "", "", "", failed_cell)
+        for index, (metric, series) in enumerate(metrics.items()):
+            first = index == 0
+            table.add_row(
+                condition if first else "",
+                metric,
+                *_summary_cells(series),
+                failed_cell if first else "",
+                end_section=index == len(metrics) - 1,
+            )
+    return table
+
+
+def _summary_cells(series: list[Any]) -> list[str]:
+    values = numbers(series)
+    if values is None:
+        return [str(len(series)), "(not numeric)", "", ""]
+    s = summarize(values)
+    ci = f"[{fmt(s.low)}, {fmt(s.high)}]" if s.n > 1 else "\u2014"
+    return [str(s.n), fmt(s.mean), fmt(s.std), ci]
 
 
 def _executor_text(executor: Any) -> str:

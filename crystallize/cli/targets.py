@@ -8,13 +8,14 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TargetError as TargetError  # defined with the other errors; importable from here too
+
+if TYPE_CHECKING:
+    from ..plugins.execution import ExecutionPlugin
 
 CONFIG_FILE = "config.yaml"
-
-
-class TargetError(Exception):
-    """The target cannot be loaded or the options do not fit it (exit code 2)."""
 
 
 @dataclass
@@ -154,7 +155,7 @@ def _load_yaml_experiment(folder: Path, *, config: Path) -> Target:
 # ---------------------------------------------------------------- graphs
 
 
-def graph_experiments(graph: Any) -> list[Any]:
+def graph_experiments(graph: object) -> list[Any]:
     """The experiments of a graph (``ExperimentGraph.experiments``: name -> experiment)."""
     experiments = getattr(graph, "experiments", None)
     if callable(experiments):
@@ -167,7 +168,9 @@ def graph_experiments(graph: Any) -> list[Any]:
 # ---------------------------------------------------------------- options
 
 
-def execution_factory(executor: str | None, workers: int | None, address: str | None) -> Callable[[], Any] | None:
+def execution_factory(
+    executor: str | None, workers: int | None, address: str | None
+) -> Callable[[], ExecutionPlugin] | None:
     """A factory of the execution plugin ``--executor`` asks for (None: keep the experiment's).
 
     The executors and the options each accepts come from the registry
@@ -201,7 +204,7 @@ def _option_error(option: str, accepting: list[str]) -> TargetError:
 
 
 def apply_options(
-    target: Target, *, execution: Callable[[], Any] | None, workers: int | None, seed: int | None
+    target: Target, *, execution: Callable[[], ExecutionPlugin] | None, workers: int | None, seed: int | None
 ) -> None:
     """Replace every experiment's execution plugin and set its seed, as the command line says."""
     from crystallize import SeedPlugin

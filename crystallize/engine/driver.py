@@ -6,16 +6,25 @@ import contextlib
 import logging
 import platform
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..context import FrozenContext, _read_only
-from ..errors import CrystallizeError, PipelineExecutionError
+from ..errors import PipelineExecutionError
 from ..execution.base import Executor
 from .fold import RunFold
 from .plan import Conditions, ReplicateTask, RunSpec
 from .progress import make_reporter
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
+    from ..results import Result
+    from ..steps import PipelineStep
+    from ..store.records import RunRecorder
+    from ..treatment import Treatment
+    from .plan import ReplicateOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +37,11 @@ class RunSession:
 
     def __init__(
         self,
-        experiment: Any,
+        experiment: Experiment,
         spec: RunSpec,
         executor: Executor,
         progress: bool | None,
-        recorder: Any = None,
+        recorder: RunRecorder | None = None,
     ) -> None:
         self.experiment = experiment
         self.recorder = recorder
@@ -73,7 +82,7 @@ class RunSession:
                     self.recorder.record(outcome)
                 reporter.update(outcome)
 
-    def _driver_side_artifact_writer(self) -> Any:
+    def _driver_side_artifact_writer(self) -> Callable[[ReplicateOutcome], None] | None:
         if not self.spec.artifacts_via_driver:
             return None
         for plugin in self.experiment.plugins:
@@ -81,16 +90,14 @@ class RunSession:
                 return plugin.store_from_driver
         return None
 
-    def finish(self, result: Any) -> None:
+    def finish(self, result: Result) -> None:
         """Write the run records (``run.json`` last), then call every plugin's ``after_run``."""
         if self.recorder is not None:
             self.recorder.finish(result)
         for plugin in self.experiment.plugins:
             plugin.after_run(self.experiment, result)
 
-    def provenance(self, conditions: Sequence[str], treatments: Mapping[str, Any]) -> dict[str, Any]:
-        from .. import __version__
-
+    def provenance(self, conditions: Sequence[str], treatments: Mapping[str, Treatment | None]) -> dict[str, Any]:
         spec = self.spec
         return {
             "experiment": spec.name,
@@ -115,7 +122,7 @@ class RunSession:
         }
 
 
-def _describe_treatment(treatment: Any) -> Any:
+def _describe_treatment(treatment: Treatment | None) -> Any:
     if treatment is None:
         return None
     if treatment.is_mapping:
@@ -124,19 +131,21 @@ def _describe_treatment(treatment: Any) -> Any:
 
 
 @contextlib.contextmanager
-def setup_steps(steps: Sequence[Any], initial_ctx: Mapping[str, Any], experiment: str) -> Iterator[FrozenContext]:
+def setup_steps(
+    steps: Sequence[PipelineStep], initial_ctx: Mapping[str, Any], experiment: str
+) -> Iterator[FrozenContext]:
     """Call every step's ``setup`` on a fresh context (so a second run starts clean), then ``teardown``."""
     # Values stay shared with initial_ctx and are copied on first read, so a setup() that
     # changes a list it reads does not change experiment.initial_ctx.
     ctx = FrozenContext._trusted({k: _read_only(v) for k, v in initial_ctx.items()}, shared=initial_ctx)
-    done: list[Any] = []
+    done: list[PipelineStep] = []
     try:
         for step in steps:
             try:
                 step.setup(ctx)
-            except CrystallizeError:
+            except PipelineExecutionError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # our own errors too: the message must name the step whose setup failed
                 raise PipelineExecutionError(f"{step.name}.setup", exc, experiment=experiment) from exc
             done.append(step)
         yield ctx

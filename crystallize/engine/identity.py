@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CacheError
 from ..hashing import stable_hash
+
+if TYPE_CHECKING:
+    from ..datasource import DataSource
+    from ..pipeline import Pipeline
+    from ..steps import PipelineStep
+    from ..treatment import Treatment
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class Identities:
         return self.steps[index] if self.cacheable[index] else None
 
 
-def step_identity(step: Any) -> tuple[str, bool]:
+def step_identity(step: PipelineStep) -> tuple[str, bool]:
     """``(fingerprint, exact)``: the step's fingerprint; for parameters with no stable hash (a model,
     a client) a digest of its name, type and parameter names, which can key a plan but not the cache."""
     try:
@@ -41,12 +47,12 @@ def step_identity(step: Any) -> tuple[str, bool]:
         return stable_hash(step.name, type(step).__qualname__, sorted(step.params)), False
 
 
-def datasource_identity(datasource: Any) -> str:
+def datasource_identity(datasource: DataSource) -> str:
     fingerprint = getattr(datasource, "fingerprint", None)
     return fingerprint or stable_hash(type(datasource).__qualname__)
 
 
-def compute_identities(pipeline: Any, datasource: Any, treatments: Iterable[Any] = ()) -> Identities:
+def compute_identities(pipeline: Pipeline, datasource: DataSource, treatments: Iterable[Treatment] = ()) -> Identities:
     """Every identity of a run, on the driver."""
     from ..tracebacks import code_origins
 
@@ -65,7 +71,7 @@ def _has_code(fn: Any) -> bool:
     return hasattr(getattr(fn, "__func__", fn), "__code__")
 
 
-def _user_functions(pipeline: Any, datasource: Any, treatments: Iterable[Any]) -> Iterator[Any]:
+def _user_functions(pipeline: Pipeline, datasource: DataSource, treatments: Iterable[Treatment]) -> Iterator[Any]:
     """The user functions behind steps, datasources and callable treatments (for tracebacks)."""
     for step in pipeline.steps:
         fn = getattr(step, "fn", None)

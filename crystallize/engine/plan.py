@@ -6,13 +6,20 @@ once per run (or once per ``optimize()``), never once per task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..constants import BASELINE_CONDITION
 from ..seeding import replicate_seed
 from .identity import Identities
+
+if TYPE_CHECKING:
+    from ..datasource import DataSource
+    from ..pipeline import Pipeline
+    from ..plugins.base import BasePlugin
+    from ..steps import PipelineStep
+    from ..treatment import Treatment
 
 
 class ReplicateTask(NamedTuple):
@@ -28,7 +35,7 @@ class SeedConfig:
 
     root_seed: int
     auto_seed: bool = True
-    seed_fn: Any = None
+    seed_fn: Callable[[int], None] | None = None
 
     def seed_for(self, replicate: int) -> int:
         return replicate_seed(self.root_seed, replicate) if self.auto_seed else self.root_seed
@@ -45,10 +52,10 @@ class RunSpec:
     """
 
     name: str
-    datasource: Any
-    pipeline: Any
+    datasource: DataSource
+    pipeline: Pipeline
     initial_ctx: Mapping[str, Any]
-    plugins: tuple[Any, ...]
+    plugins: tuple[BasePlugin, ...]
     seeding: SeedConfig
     replicates: int
     cache_root: str | None = None
@@ -64,11 +71,11 @@ class RunSpec:
         return self.name
 
     @property
-    def steps(self) -> list[Any]:
+    def steps(self) -> list[PipelineStep]:
         return list(self.pipeline.steps)
 
 
-Conditions = Mapping[str, Any]
+Conditions = Mapping[str, "Treatment | None"]
 """Condition name -> ``Treatment`` (``None`` for the baseline)."""
 
 

@@ -16,9 +16,10 @@ import threading
 import time
 from collections.abc import Awaitable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cache import (
+    CacheBackend,
     CacheEntry,
     ReadSet,
     StepCache,
@@ -34,6 +35,11 @@ from ..errors import CacheError, PipelineExecutionError
 from ..seeding import seed_standard_generators
 from ..tracebacks import format_exception
 from .plan import ArtifactEntry, Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec, StepRecord
+
+if TYPE_CHECKING:
+    from ..plugins.base import BasePlugin
+    from ..steps import PipelineStep
+    from ..treatment import Treatment
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +59,16 @@ class PreparedSpec:
     """A spec with what every replicate needs precomputed once per process."""
 
     spec: RunSpec
-    cache: Any  # a StepCache, or anything with its lookup/save (and optional abandon) methods
-    before_replicate: list[Any]
-    before_step: list[Any]
-    after_step: list[Any]
+    cache: CacheBackend | None  # a StepCache, or anything with its lookup/save (and optional abandon) methods
+    before_replicate: list[BasePlugin]
+    before_step: list[BasePlugin]
+    after_step: list[BasePlugin]
 
     @classmethod
     def of(cls, spec: RunSpec) -> PreparedSpec:
         from ..plugins.base import BasePlugin
 
-        hooks: dict[str, list[Any]] = {name: [] for name in _HOOKS}
+        hooks: dict[str, list[BasePlugin]] = {name: [] for name in _HOOKS}
         for plugin in spec.plugins:
             for name in _HOOKS:
                 if getattr(type(plugin), name, None) is not getattr(BasePlugin, name):
@@ -86,10 +92,10 @@ def replicate_program(
     seed = seed_override if seed_override is not None else spec.seeding.seed_for(task.replicate)
     run = _Replicate(prepared, task, seed)
     try:
-        run.open_context(conditions[task.condition])
+        ctx = run.open_context(conditions[task.condition])
         if data is NO_DATA:
             run.stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
-            data = spec.datasource.fetch(run.ctx)
+            data = spec.datasource.fetch(ctx)
             if inspect.isawaitable(data):
                 data = yield data
         steps = spec.pipeline.steps
@@ -119,7 +125,7 @@ class _Replicate:
         self.treatment_keys: tuple[str, ...] = ()
         self.records: list[StepRecord] = []
 
-    def open_context(self, treatment: Any) -> None:
+    def open_context(self, treatment: Treatment | None) -> FrozenContext:
         """The replicate's context (shared values copied on first read), treatment, seeds, first hooks."""
         spec, task, seed = self.spec, self.task, self.seed
         initial = dict(spec.initial_ctx)
@@ -141,8 +147,9 @@ class _Replicate:
         self.stage = "before_replicate"
         for plugin in self.prepared.before_replicate:
             plugin.before_replicate(spec, ctx)
+        return ctx
 
-    def step(self, index: int, step: Any, data: Any) -> Generator[Awaitable[Any], Any, Any]:
+    def step(self, index: int, step: PipelineStep, data: Any) -> Generator[Awaitable[Any], Any, Any]:
         """Run one step (through the cache when it is cacheable) with its hooks; returns its data."""
         ctx, prepared = self.ctx, self.prepared
         assert ctx is not None, "open_context() first"
@@ -152,9 +159,10 @@ class _Replicate:
             plugin.before_step(self.spec, step)
         started = time.perf_counter()
         hit = False
-        fingerprint = _cache_fingerprint(self.spec, index, step) if step.cacheable and prepared.cache else None
-        if fingerprint is not None:
-            data, hit = yield from _run_cached(prepared.cache, step, fingerprint, index + 1, data, ctx)
+        cache = prepared.cache
+        fingerprint = _cache_fingerprint(self.spec, index, step) if step.cacheable and cache else None
+        if cache is not None and fingerprint is not None:
+            data, hit = yield from _run_cached(cache, step, fingerprint, index + 1, data, ctx)
         else:
             output = step(data, ctx)
             if inspect.isawaitable(output):
@@ -207,7 +215,7 @@ def _treatment_reads(ctx: FrozenContext | None, keys: tuple[str, ...]) -> tuple[
 _UNHASHABLE_WARNED: set[str] = set()
 
 
-def _cache_fingerprint(spec: RunSpec, index: int, step: Any) -> str | None:
+def _cache_fingerprint(spec: RunSpec, index: int, step: PipelineStep) -> str | None:
     """The driver-made fingerprint of a cacheable step; None (run it uncached) when it has none."""
     if spec.identities is not None:
         fingerprint = spec.identities.cache_fingerprint(index)
@@ -225,7 +233,7 @@ def _cache_fingerprint(spec: RunSpec, index: int, step: Any) -> str | None:
 
 
 def _run_cached(
-    cache: Any, step: Any, fingerprint: str, stage: int, data: Any, ctx: FrozenContext
+    cache: CacheBackend, step: PipelineStep, fingerprint: str, stage: int, data: Any, ctx: FrozenContext
 ) -> Generator[Awaitable[Any], Any, tuple[Any, bool]]:
     """Run a cacheable step through the cache: a hit replays exactly what the miss did."""
     try:
@@ -408,7 +416,7 @@ class IsolatedGlobalRNG:
     replicate's draws identical to a serial run.
     """
 
-    def __init__(self, coroutine: Any) -> None:
+    def __init__(self, coroutine: Awaitable[Any]) -> None:
         self.coroutine = coroutine
         self.state: tuple[Any, Any] | None = None
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .._version import __version__
 from ..hashing import stable_hash
 from .identity import Identities, compute_identities
 from .plan import RunSpec
+
+if TYPE_CHECKING:
+    from ..datasource import DataSource
+    from ..pipeline import Pipeline
+    from ..treatment import Treatment
 
 
 def _safe_hash(value: Any) -> str:
@@ -18,7 +24,10 @@ def _safe_hash(value: Any) -> str:
 
 
 def describe_work(
-    pipeline: Any, datasource: Any, conditions: Mapping[str, Any], identities: Identities | None = None
+    pipeline: Pipeline,
+    datasource: DataSource,
+    conditions: Mapping[str, Treatment | None],
+    identities: Identities | None = None,
 ) -> dict[str, Any]:
     """The plan fields known before step setup runs: steps, datasource, conditions and treatments.
 
@@ -43,10 +52,8 @@ def describe_work(
     }
 
 
-def build_plan(spec: RunSpec, conditions: Mapping[str, Any]) -> dict[str, Any]:
+def build_plan(spec: RunSpec, conditions: Mapping[str, Treatment | None]) -> dict[str, Any]:
     """The facts a resumed run must share with the original, in JSON-friendly form."""
-    from .. import __version__
-
     return {
         "experiment": spec.name,
         "mode": spec.mode,

@@ -54,9 +54,9 @@ def _stream(
             done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 yield from future.result()
-                chunk = next(source, None)
-                if chunk is not None:
-                    pending.add(submit(chunk))
+                following = next(source, None)
+                if following is not None:
+                    pending.add(submit(following))
     finally:
         for future in pending:
             future.cancel()

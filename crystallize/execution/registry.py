@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import CrystallizeError
+from ..errors import CrystallizeError, ParameterError
 from ..plugins.execution import AsyncExecution, ExecutionPlugin, ParallelExecution, SerialExecution
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class ExecutorEntry:
         """The execution plugin for these options; raises when an option does not apply or a package is missing."""
         for option, value in (("workers", workers), ("address", address)):
             if value is not None and option not in self.accepts:
-                raise ValueError(f"executor '{self.name}' takes no {option}")
+                raise ParameterError(f"executor '{self.name}' takes no {option}")
         reason = self.unavailable_reason()
         if reason is not None:
             raise ExecutorUnavailableError(f"executor '{self.name}' {reason}")
@@ -170,7 +170,7 @@ def _as_entry(name: str, loaded: object) -> ExecutorEntry:
     """An entry point names an ``ExecutorEntry`` (or a callable returning one); its name is the entry point's."""
     entry = loaded if isinstance(loaded, ExecutorEntry) or not callable(loaded) else loaded()
     if not isinstance(entry, ExecutorEntry):
-        raise TypeError(f"expected an ExecutorEntry, got {type(entry).__name__}")
+        raise ParameterError(f"expected an ExecutorEntry, got {type(entry).__name__}")
     if entry.name != name:
         logger.warning("Entry point '%s' of %s names its executor '%s'; using '%s'", name, GROUP, entry.name, name)
         entry = dataclasses.replace(entry, name=name)

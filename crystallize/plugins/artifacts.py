@@ -10,13 +10,20 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import RunNotFoundError
 from ..store import layout
 from ..store.filesystem import Store
 from ..store.locations import data_location
 from ..store.repository import RunRepository, parse_location
 from .base import BasePlugin
+
+if TYPE_CHECKING:
+    from ..context import FrozenContext
+    from ..engine.plan import ReplicateOutcome, RunSpec
+    from ..experiment import Experiment
+    from ..steps import PipelineStep
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +57,7 @@ class ArtifactPlugin(BasePlugin):
         self.experiment_id = experiment_id
         self.version = version
 
-    def before_run(self, experiment: Any) -> None:
+    def before_run(self, experiment: Experiment) -> None:
         if self.artifact_retention and self.experiment_id is not None:
             repository = RunRepository(self.store())
             removed = repository.prune(self.experiment_id, self.artifact_retention, protect=self.version)
@@ -69,7 +76,7 @@ class ArtifactPlugin(BasePlugin):
             return None
         return self.store().uri(layout.version_dir(self.experiment_id, self.version))
 
-    def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
+    def after_step(self, experiment: RunSpec, step: PipelineStep, data: Any, ctx: FrozenContext) -> None:
         if not len(ctx.artifacts) or getattr(experiment, "mode", "run") == "apply":
             return
         if getattr(experiment, "artifacts_via_driver", False):
@@ -86,7 +93,7 @@ class ArtifactPlugin(BasePlugin):
             store.write_bytes(relative, record.data)
             record.path = store.uri(relative)
 
-    def store_from_driver(self, outcome: Any) -> None:
+    def store_from_driver(self, outcome: ReplicateOutcome) -> None:
         """Write artifacts whose bytes came back in ``outcome`` (workers could not reach the store)."""
         if self.experiment_id is None or self.version is None:
             return
@@ -122,5 +129,5 @@ def load_metrics(experiment_dir: str | os.PathLike[str], version: int | None = N
     if version is None:
         version = repository.latest(where.experiment, require="claim")
         if version is None:
-            raise FileNotFoundError(f"no runs stored under {os.fspath(experiment_dir).rstrip('/')}")
+            raise RunNotFoundError(f"no runs stored under {os.fspath(experiment_dir).rstrip('/')}")
     return version, repository.metrics(where.experiment, version)

@@ -18,30 +18,46 @@ artifact manifest). ``optimize()`` calls ``before_run`` once and ``after_run`` o
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..context import FrozenContext
+    from ..engine.plan import ReplicateOutcome, RunSpec
+    from ..experiment import Experiment
+    from ..results import Result
+    from ..steps import PipelineStep
 
 
 class BasePlugin:
     """Override any hook; the defaults do nothing and are skipped on the hot path."""
 
-    def init_hook(self, experiment: Any) -> None:
+    def init_hook(self, experiment: Experiment) -> None:
         """The experiment was created with this plugin."""
 
-    def before_run(self, experiment: Any) -> None:
+    def before_run(self, experiment: Experiment) -> None:
         """A run (or an optimize search) is about to start."""
 
-    def before_replicate(self, experiment: Any, ctx: Any) -> None:
+    def before_replicate(self, experiment: RunSpec, ctx: FrozenContext) -> None:
         """A replicate's context is ready; the datasource has not run yet."""
 
-    def before_step(self, experiment: Any, step: Any) -> None:
+    def before_step(self, experiment: RunSpec, step: PipelineStep) -> None:
         """A step is about to run."""
 
-    def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
+    def after_step(self, experiment: RunSpec, step: PipelineStep, data: Any, ctx: FrozenContext) -> None:
         """A step finished; ``ctx.artifacts`` holds what it added (``step_name`` set)."""
 
-    def after_run(self, experiment: Any, result: Any) -> None:
+    def after_run(self, experiment: Experiment, result: Result) -> None:
         """The run finished and hypotheses were verified."""
 
-    def run_experiment_loop(self, experiment: Any, replicate_fn: Any) -> Any:
-        """Upstream's execution hook; return ``NotImplemented`` unless this plugin executes replicates."""
+    def run_experiment_loop(
+        self, experiment: SimpleNamespace, replicate_fn: Callable[[int], list[ReplicateOutcome]]
+    ) -> Any:
+        """Upstream's execution hook; return ``NotImplemented`` unless this plugin executes replicates.
+
+        ``experiment`` is a view of the run (``name``, ``id``, ``replicates``, ``pipeline``,
+        ``datasource``); ``replicate_fn(i)`` runs every condition of the i-th replicate and
+        returns their outcomes. Return the outcomes (or groups of them), or an awaitable of them.
+        """
         return NotImplemented

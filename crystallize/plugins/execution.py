@@ -11,6 +11,7 @@ from typing import Any
 
 from ..engine.plan import Conditions, ReplicateOutcome, ReplicateTask, RunSpec
 from ..engine.replicate import PreparedSpec, run_awaitable, run_replicate
+from ..errors import ValidationError
 from ..execution.base import Executor
 from ..execution.local import AsyncExecutor, ProcessExecutor, SerialExecutor, ThreadExecutor
 from .base import BasePlugin
@@ -67,9 +68,9 @@ class ParallelExecution(ExecutionPlugin):
 
     def __post_init__(self) -> None:
         if self.executor_type not in VALID_EXECUTOR_TYPES:
-            raise ValueError(f"executor_type must be one of {VALID_EXECUTOR_TYPES}, got {self.executor_type!r}")
+            raise ValidationError(f"executor_type must be one of {VALID_EXECUTOR_TYPES}, got {self.executor_type!r}")
         if self.max_workers is not None and self.max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
+            raise ValidationError("max_workers must be at least 1")
 
     def create_executor(self) -> Executor:
         if self.executor_type == "process":

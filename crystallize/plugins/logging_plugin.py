@@ -5,9 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import BasePlugin
+
+if TYPE_CHECKING:
+    from ..context import FrozenContext
+    from ..engine.plan import RunSpec
+    from ..experiment import Experiment
+    from ..results import Result
+    from ..steps import PipelineStep
 
 logger = logging.getLogger("crystallize.run")
 
@@ -24,11 +31,11 @@ class LoggingPlugin(BasePlugin):
     def level(self) -> int:
         return logging.getLevelName(self.log_level.upper()) if isinstance(self.log_level, str) else int(self.log_level)
 
-    def before_run(self, experiment: Any) -> None:
+    def before_run(self, experiment: Experiment) -> None:
         self._started = time.perf_counter()
         logger.log(self.level, "Experiment '%s' starting", getattr(experiment, "name", "?"))
 
-    def after_step(self, experiment: Any, step: Any, data: Any, ctx: Any) -> None:
+    def after_step(self, experiment: RunSpec, step: PipelineStep, data: Any, ctx: FrozenContext) -> None:
         if self.verbose:
             logger.log(
                 self.level,
@@ -38,7 +45,7 @@ class LoggingPlugin(BasePlugin):
                 step.name,
             )
 
-    def after_run(self, experiment: Any, result: Any) -> None:
+    def after_run(self, experiment: Experiment, result: Result) -> None:
         if result is None:
             return
         elapsed = time.perf_counter() - self._started

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..engine.plan import SeedConfig
 from ..seeding import fresh_root_seed, seed_standard_generators
 from .base import BasePlugin
+
+if TYPE_CHECKING:
+    from ..experiment import Experiment
 
 default_seed_function = seed_standard_generators
 
@@ -27,7 +30,7 @@ class SeedPlugin(BasePlugin):
     seed_fn: Callable[[int], None] | None = None
     root_seed: int | None = field(default=None, init=False, repr=False)
 
-    def before_run(self, experiment: Any) -> None:
+    def before_run(self, experiment: Experiment) -> None:
         self.root_seed = self.seed if self.seed is not None else fresh_root_seed()
 
     def config(self) -> SeedConfig:

@@ -18,12 +18,10 @@ from typing import Any
 
 import cloudpickle
 
+from ..errors import CorruptEntry as CorruptEntry  # defined with the other errors; importable from here too
+
 MAGIC = b"CRYSTALLIZE-CACHE-3\n"
 KEY_ENV = "CRYSTALLIZE_CACHE_KEY"
-
-
-class CorruptEntry(Exception):
-    """The bytes are not a valid, intact (and, with a key, authentic) entry."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from ..errors import ValidationError
 from ..paths import check_relative
 
 # Flat key spaces: "creating" a parent there means one marker object per level, a request each.
@@ -108,7 +109,7 @@ class Store:
         check_relative(relative, "store path")
         joined = posixpath.normpath(posixpath.join(self.base, relative))
         if not (joined == self.base or joined.startswith(self.base.rstrip("/") + "/")):
-            raise ValueError(f"{relative!r} resolves outside the store root {self.location}")
+            raise ValidationError(f"{relative!r} resolves outside the store root {self.location}")
         return joined
 
     def _listing_path(self, relative: str) -> str:
@@ -163,7 +164,7 @@ class Store:
                 yield info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
 
     # -- writes -----------------------------------------------------------------------
-    def write_bytes(self, relative: str, data: Any) -> str:
+    def write_bytes(self, relative: str, data: bytes | bytearray | memoryview | list[Any]) -> str:
         """Publish ``data`` (bytes, or a list of buffers written in order) at ``relative`` atomically."""
         path = self.full_path(relative)
         parent = posixpath.dirname(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .filesystem import Store, _is_uri
+from .filesystem import _is_uri
 
 DATA_ENV = "CRYSTALLIZE_DATA_URI"
 CACHE_ENV = "CRYSTALLIZE_CACHE_URI"
@@ -31,7 +31,3 @@ def cache_location(explicit: str | os.PathLike[str] | None = None) -> str:
     if explicit is not None:
         return absolute(explicit)
     return absolute(os.environ.get(CACHE_ENV) or os.environ.get(LEGACY_CACHE_ENV) or ".cache")
-
-
-def data_store(explicit: str | os.PathLike[str] | None = None) -> Store:
-    return Store(data_location(explicit))

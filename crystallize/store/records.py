@@ -18,14 +18,17 @@ import logging
 import pickle
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
 from ..engine.plan import ReplicateOutcome
+from ..errors import CorruptRecordError
 from . import layout
 from .filesystem import Store
+
+if TYPE_CHECKING:
+    from ..results import Result
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +83,6 @@ class RunRecorder:
         self.flush_seconds = flush_seconds
         self._buffer: list[ReplicateOutcome] = []
         self._last_flush = 0.0
-        self.parts_written = 0
 
     def write_plan(self, plan: dict[str, Any]) -> None:
         self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.PLAN), dumps_json(plan))
@@ -98,9 +100,8 @@ class RunRecorder:
         part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.pkl"
         self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), encode_part(outcomes))
         self._last_flush = time.monotonic()
-        self.parts_written += 1
 
-    def finish(self, result: Any) -> None:
+    def finish(self, result: Result) -> None:
         """Flush, then write ``metrics.parquet`` and, last, ``run.json`` (the mark of a finished run)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -146,7 +147,7 @@ def encode_part(outcomes: list[ReplicateOutcome]) -> bytes:
 def decode_part(blob: bytes) -> list[ReplicateOutcome]:
     start = len(_PART_MAGIC) + 32
     if not blob.startswith(_PART_MAGIC) or hashlib.sha256(blob[start:]).digest() != blob[len(_PART_MAGIC) : start]:
-        raise ValueError("truncated or altered outcome record")
+        raise CorruptRecordError("truncated or altered outcome record")
     return pickle.loads(blob[start:])
 
 
@@ -172,7 +173,3 @@ def load_outcomes(store: Store, experiment: str, version: int) -> dict[tuple[str
         for outcome in batch:
             outcomes[(outcome.condition, outcome.replicate)] = outcome
     return outcomes
-
-
-def iter_ok(outcomes: Iterable[ReplicateOutcome]) -> list[ReplicateOutcome]:
-    return [o for o in outcomes if o.error is None]

@@ -120,7 +120,7 @@ class RunRepository:
         ``"record"`` also skips interrupted runs, leaving only finished ones.
         """
         if require not in _MARKERS:
-            raise ValueError(f"require must be one of {sorted(_MARKERS)}, got {require!r}")
+            raise ValidationError(f"require must be one of {sorted(_MARKERS)}, got {require!r}")
         marker = _MARKERS[require]
         for version in reversed(self.versions(experiment)):
             if marker is None or self.store.exists(layout.run_file(experiment, version, marker)):

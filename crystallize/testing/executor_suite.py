@@ -22,17 +22,20 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cloudpickle
 import pytest
 
 from crystallize import (
-    BaseOptimizer,
+    BasePlugin,
+    DataSource,
     Experiment,
     GridSearchOptimizer,
     Objective,
     Pipeline,
+    PipelineStep,
     RandomSearchOptimizer,
     Result,
     SeedPlugin,
@@ -80,14 +83,14 @@ def serial() -> SerialExecution:
 
 
 def make(
-    execution: Any,
-    steps: list[Any],
+    execution: BasePlugin,
+    steps: list[PipelineStep],
     *,
     name: str = "inv",
-    source: Any = None,
+    source: DataSource | None = None,
     treatments: tuple[Treatment, ...] = (SHIFT,),
     replicates: int = 3,
-    plugins: tuple[Any, ...] = (),
+    plugins: tuple[BasePlugin, ...] = (),
     initial_ctx: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Experiment:
@@ -104,7 +107,7 @@ def make(
     )
 
 
-def both(build: Callable[[Any, str], Experiment], execution: Any) -> tuple[Experiment, Experiment]:
+def both(build: Callable[[BasePlugin, str], Experiment], execution: BasePlugin) -> tuple[Experiment, Experiment]:
     """The scenario under the executor ('inv') and under serial ('ref')."""
     return build(execution, "inv"), build(serial(), "ref")
 
@@ -175,7 +178,7 @@ def executions(label: str) -> list[tuple[str, int]]:
     return sorted((row[1], int(row[2])) for row in rows if row[0] == label)
 
 
-def history(optimizer: BaseOptimizer) -> list[tuple[str, dict[str, Any], float]]:
+def history(optimizer: GridSearchOptimizer | RandomSearchOptimizer) -> list[tuple[str, dict[str, Any], float]]:
     return [(t.name, dict(t.apply_map), score) for t, score in optimizer.history]
 
 
@@ -195,8 +198,9 @@ def json_under_warning_keys(value: Any) -> Iterator[str]:
             yield from json_under_warning_keys(item)
 
 
-def rewrite(module: Any, source: str) -> Any:
+def rewrite(module: ModuleType, source: str) -> ModuleType:
     """Edit a user module on disk and reload it (the same module object, new code)."""
+    assert module.__file__ is not None, f"module {module.__name__} has no file to rewrite"
     Path(module.__file__).write_text(source)
     importlib.invalidate_caches()
     return importlib.reload(module)
@@ -318,7 +322,9 @@ class ExecutorConformance:
         assert result.metrics.baseline.metrics == reference.metrics.baseline.metrics
         assert result.metrics.treatments["shift"].metrics == reference.metrics.treatments["shift"].metrics
         assert hypotheses(result) == hypotheses(reference)
-        assert 0.0 <= result.get_hypothesis("total_shift").results["shift"]["p_value"] <= 1.0
+        found = result.get_hypothesis("total_shift")
+        assert found is not None
+        assert 0.0 <= found.results["shift"]["p_value"] <= 1.0
         pytest.importorskip("pandas")
         frame = result.to_pandas().sort_values(["condition", "metric", "replicate"]).reset_index(drop=True)
         expected = reference.to_pandas().sort_values(["condition", "metric", "replicate"]).reset_index(drop=True)
@@ -514,7 +520,11 @@ class ExecutorConformance:
 
     @pytest.mark.parametrize("step", [cached_global_normal, cached_rng_normal], ids=["np.random", "ctx.rng"])
     def test_cache_keeps_random_draws_per_replicate(
-        self, execution: ExecutionPlugin, cache_mode: str, monkeypatch: pytest.MonkeyPatch, step: Any
+        self,
+        execution: ExecutionPlugin,
+        cache_mode: str,
+        monkeypatch: pytest.MonkeyPatch,
+        step: Callable[..., PipelineStep],
     ) -> None:
         if cache_mode == "cache-on":
             self.require_driver_filesystem(execution)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from crystallize import BasePlugin, data_source, hypothesis, pipeline_step, verifier
+from crystallize import BasePlugin, FrozenContext, PipelineStep, data_source, hypothesis, pipeline_step, verifier
+from crystallize.engine.plan import RunSpec
 
 EXEC_LOG = "executions.log"
 FAIL_FLAG = "fail.flag"  # lines "condition,replicate": those replicates of fragile_value raise
@@ -116,16 +118,16 @@ class HookStamp(BasePlugin):
     def __init__(self) -> None:
         self.steps_seen: list[str] = []
 
-    def before_replicate(self, experiment, ctx):
+    def before_replicate(self, experiment: RunSpec, ctx: FrozenContext) -> None:
         self.steps_seen = []
         stamp = f"{ctx['condition']}:{ctx['replicate']}:{ctx['seed_used']}:{experiment.replicates}"
         ctx.metrics.add("hook_replicate", stamp)
         ctx.metrics.add("hook_draw", float(np.random.random()))
 
-    def before_step(self, experiment, step):
+    def before_step(self, experiment: RunSpec, step: PipelineStep) -> None:
         self.steps_seen.append(step.name)
 
-    def after_step(self, experiment, step, data, ctx):
+    def after_step(self, experiment: RunSpec, step: PipelineStep, data: Any, ctx: FrozenContext) -> None:
         ctx.metrics.add("hook_after_step", f"{step.name}:{'/'.join(self.steps_seen)}:{data!r}")
 
 

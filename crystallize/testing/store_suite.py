@@ -26,6 +26,7 @@ import pytest
 from crystallize import (
     ArtifactPlugin,
     Experiment,
+    FrozenContext,
     Pipeline,
     SerialExecution,
     ValidationError,
@@ -43,12 +44,12 @@ REJECTED = (ValidationError, ValueError)
 
 
 @data_source
-def by_replicate(ctx: Any) -> int:
+def by_replicate(ctx: FrozenContext) -> int:
     return ctx["replicate"]
 
 
 @pipeline_step
-def keep_name(data: int, ctx: Any, names: tuple[str, ...] = ()) -> int:
+def keep_name(data: int, ctx: FrozenContext, names: tuple[str, ...] = ()) -> int:
     ctx.artifacts.add(names[data], f"payload {data}".encode())
     return data
 
@@ -72,7 +73,7 @@ class _FailingStream:
     def __enter__(self) -> _FailingStream:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stream.close()
 
     def write(self, data: Any) -> None:
@@ -131,7 +132,7 @@ _FUZZ_PIECES = [
 
 def fuzz_names(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    names = []
+    names: list[str] = []
     while len(names) < count:
         name = "".join(rng.choice(_FUZZ_PIECES) for _ in range(rng.randint(1, 6)))
         if rng.random() < 0.15:
@@ -338,6 +339,7 @@ class StoreConformance:
         store = Store(store_root)
         store.write_bytes("keep/old.txt", b"the old content")
         payload = os.urandom(64_000)
+        targets: dict[str, type[BaseException]]
         if failure == "unbufferable":
             targets = {"keep/old.txt": TypeError, "keep/new.txt": TypeError}
         else:
