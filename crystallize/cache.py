@@ -11,9 +11,10 @@ when it drew from those. Every read-set a step has shown is kept beside its entr
 entry stored under it; an entry whose recorded reads disagree is not trusted.
 
 Entries live in the cache store (``.cache/`` or ``$CRYSTALLIZE_CACHE_URI``) at
-``<step fingerprint>/<full key>``, written atomically and checksummed (and signed
-when ``$CRYSTALLIZE_CACHE_KEY`` is set): a corrupt or unsigned entry is recomputed,
-never trusted. A read-set file that is lost or stale costs a recomputation, never a
+``<step fingerprint>/<full key>``, written atomically, checksummed and signed with the
+run's cache key (``$CRYSTALLIZE_CACHE_KEY`` or the per-user key file, read on the driver
+and shipped in the run spec): a corrupt, unsigned or mis-signed entry is recomputed,
+never unpickled. A read-set file that is lost or stale costs a recomputation, never a
 wrong answer, because the full key holds every value the step looked at.
 """
 
@@ -29,11 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import CacheError
+from .errors import CacheError, StorePathError, UntrustedEntry
 from .hashing import stable_hash
 from .store import layout
-from .store.codec import CacheEntry, CorruptEntry, decode, encode_parts, signing_key
+from .store.codec import CacheEntry, CorruptEntry, decode, encode_parts
 from .store.filesystem import Store
+from .store.locations import cache_signing_key
 
 if TYPE_CHECKING:
     from .context import FrozenContext
@@ -144,14 +146,42 @@ class CacheBackend(Protocol):
     ) -> None: ...
 
 
-class StepCache:
-    """Reads and writes cache entries and read-sets in a store; the signing key is read once per process."""
+class _DriverKey:
+    """Default of ``StepCache(key=...)``: read the key here (the driver's way), not from a spec."""
 
-    def __init__(self, root: str | Store) -> None:
+
+DRIVER_KEY = _DriverKey()
+
+
+class StepCache:
+    """Reads and writes cache entries and read-sets in a store, signed with one key.
+
+    Workers pass the key that came in the run spec; ``StepCache(root)`` (the default) reads it
+    the driver's way, from ``$CRYSTALLIZE_CACHE_KEY`` or the per-user key file. With
+    ``key=None`` nothing is loaded or written (an unsigned entry is never trusted).
+    A refused entry is recomputed; the first refusal of each kind is a warning, the rest of
+    the run (this object) logs them at debug level.
+    """
+
+    def __init__(self, root: str | Store, key: bytes | _DriverKey | None = DRIVER_KEY) -> None:
         self.store = root if isinstance(root, Store) else Store(root)
-        self.key = signing_key()
+        self.key: bytes | None = cache_signing_key() if isinstance(key, _DriverKey) else key
         self._read_sets: dict[str, list[ReadSet]] = {}
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._swept: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"StepCache({self.store.location!r})"  # never the key
+
+    def _warn_once(self, kind: str, message: str, *args: Any) -> None:
+        with self._lock:
+            first = kind not in self._warned
+            self._warned.add(kind)
+        if first:
+            logger.warning(message + " Further ones in this run are logged at debug level.", *args)
+        else:
+            logger.debug(message, *args)
 
     @property
     def root(self) -> str:
@@ -204,16 +234,30 @@ class StepCache:
         return None
 
     def load(self, step: PipelineStep, fingerprint: str, key: str) -> CacheEntry | None:
+        if self.key is None:
+            self._warn_once("no-key", "The step cache has no signing key; step '%s' runs without it.", step.name)
+            return None
         relative = layout.cache_entry(fingerprint, key)
         try:
             blob = self.store.read_bytes(relative)
         except FileNotFoundError:
             return None
+        except (StorePathError, OSError) as exc:  # a folder, a link out of the root, unreadable: a miss
+            self._warn_once(
+                "unreadable",
+                "Cache entry of step '%s' at %s cannot be read (%s); recomputing it.",
+                step.name,
+                relative,
+                exc,
+            )
+            return None
         try:
             return decode(blob, self.key)
         except CorruptEntry as exc:
-            logger.warning(
-                "Cache entry of step '%s' at %s is corrupt or untrusted (%s); recomputing it.",
+            kind = "untrusted" if isinstance(exc, UntrustedEntry) else "corrupt"
+            self._warn_once(
+                kind,
+                "Cache entry of step '%s' at %s is " + kind + " (%s); recomputing it, nothing in it was loaded.",
                 step.name,
                 self.store.uri(relative),
                 exc,
@@ -223,6 +267,19 @@ class StepCache:
     def save(
         self, step: PipelineStep, fingerprint: str, base: str, reads: ReadSet, key: str, entry: CacheEntry
     ) -> None:
-        parts = encode_parts(entry, self.key)
-        self.store.write_bytes(layout.cache_entry(fingerprint, key), parts)
+        if self.key is None:
+            return
+        if fingerprint not in self._swept:  # once per step folder and process: half-written leftovers
+            self._swept.add(fingerprint)
+            self.store.remove_stale_temporaries(layout.cache_dir(fingerprint), recursive=False)
+        relative = layout.cache_entry(fingerprint, key)
+        try:
+            self.store.write_bytes(relative, encode_parts(entry, self.key))
+        except OSError:
+            if not self.store.is_dir(relative):
+                raise
+            self._warn_once(
+                "unwritable", "Cache entry of step '%s' at %s is a folder; not replacing it.", step.name, relative
+            )
+            return
         self._remember(fingerprint, reads)

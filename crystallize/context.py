@@ -133,6 +133,7 @@ class FrozenContext:
 
     __slots__ = (
         "_data",
+        "_overridable",
         "_reads",
         "_rng",
         "_rng_seed",
@@ -158,6 +159,7 @@ class FrozenContext:
     def _init_state(self, logger: logging.Logger) -> None:
         self._data: dict[str, Any] = {}
         self._shared: set[str] = set()
+        self._overridable: set[str] = set()  # initial_ctx keys a callable treatment may set once (the engine fills it)
         self._reads: set[str] = set()
         self._step_reads: set[str] | None = None
         self._rng: Any = None
@@ -211,12 +213,19 @@ class FrozenContext:
         self.add(key, value)
 
     def add(self, key: str, value: Any) -> None:
-        """Add ``key``; an existing key is never rebound."""
+        """Add ``key``; an existing key is never rebound.
+
+        The one exception: while a callable treatment runs, it may set a key that only
+        ``initial_ctx`` set, once; the treatment wins, as a mapping treatment's value does.
+        """
         if key in self._data:
-            raise ContextMutationError(
-                f"Context key '{key}' is already set; contexts are add-only. "
-                "Use a new key name, or set the value through a treatment."
-            )
+            if key not in self._overridable:
+                raise ContextMutationError(
+                    f"Context key '{key}' is already set; contexts are add-only. "
+                    "Use a new key name, or set the value through a treatment."
+                )
+            self._overridable.discard(key)  # a second add of it by the treatment raises
+            self._shared.discard(key)
         self._data[key] = _read_only(value)
 
     def __iter__(self) -> Iterator[str]:

@@ -101,3 +101,15 @@ class OptimizerError(CrystallizeError, RuntimeError):
 
 class TargetError(CrystallizeError):
     """What the command line was asked to run or read cannot be loaded, or the options do not fit it (exit code 2)."""
+
+
+class UntrustedEntry(CorruptEntry):
+    """A cache entry is intact but not signed with this run's cache key (or not signed at all); it is never loaded."""
+
+
+class StorePathError(ValidationError):
+    """A store path resolves outside the store root (through ``..`` or a symbolic link); nothing is read or written."""
+
+
+class CacheKeyError(CacheError):
+    """The cache signing key cannot be read or made, or its file is readable by others; the message says what to fix."""

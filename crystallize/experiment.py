@@ -19,7 +19,7 @@ from .engine.identity import compute_identities
 from .engine.plan import ReplicateOutcome, ReplicateTask, RunSpec
 from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
 from .engine.resume import build_plan, plan_differences
-from .errors import ValidationError
+from .errors import OptimizerError, ValidationError
 from .hashing import stable_hash
 from .hypothesis import Hypothesis
 from .paths import check_segment
@@ -30,7 +30,9 @@ from .plugins.execution import ExecutionPlugin, LegacyLoopExecutor, SerialExecut
 from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import Result
-from .store.locations import cache_disabled, cache_location
+from .store import layout
+from .store.filesystem import Store
+from .store.locations import cache_disabled, cache_location, cache_signing_key
 from .store.records import RunRecorder, claim_version
 from .store.repository import RunRepository
 from .treatment import Treatment
@@ -131,8 +133,16 @@ class Experiment:
             raise ValidationError("the pipeline has no steps; add at least one")
         if self.name is not None:
             check_segment(self.name, "experiment name")
+        for index, step in enumerate(self.pipeline.steps):
+            check_segment(step.name, f"Experiment '{self.id}': step {index + 1}'s name")
+        reserved = sorted(set(self.initial_ctx) & FRAMEWORK_KEYS)
+        if reserved:
+            raise ValidationError(
+                f"Experiment '{self.id}': initial_ctx sets {', '.join(repr(k) for k in reserved)}, which the "
+                f"framework sets itself in every replicate ({_framework_keys()}); rename the key."
+            )
         _check_replicates(self.replicates, "replicates")
-        _check_treatments(self.treatments)
+        _check_treatments(self.treatments, self.id)
         _check_hypotheses(self.hypotheses)
         self._check_treatment_keys(self.treatments)
 
@@ -146,10 +156,15 @@ class Experiment:
         return names
 
     def _check_treatment_keys(self, treatments: Iterable[Treatment]) -> None:
-        """A treatment key that is nobody's parameter but close to one is almost surely a typo."""
+        """A reserved key is refused; a key that is nobody's parameter but close to one is almost surely a typo."""
         known = self.known_context_names()
         for treatment in treatments:
             for key in treatment.apply_map:
+                if key in FRAMEWORK_KEYS:
+                    raise ValidationError(
+                        f"Experiment '{self.id}': treatment '{treatment.name}' sets '{key}', which the framework "
+                        f"sets itself in every replicate ({_framework_keys()}); rename the key."
+                    )
                 if key in known:
                     continue
                 close = difflib.get_close_matches(key, sorted(known - set(FRAMEWORK_KEYS)), n=1, cutoff=0.75)
@@ -176,7 +191,7 @@ class Experiment:
         hypotheses = self.hypotheses if hypotheses is None else list(hypotheses)
         replicates = self.replicates if replicates is None else replicates
         _check_replicates(replicates, "replicates")
-        _check_treatments(treatments)
+        _check_treatments(treatments, self.id)
         _check_hypotheses(hypotheses)
         self._check_treatment_keys(treatments)
         if hypotheses and not treatments:
@@ -248,7 +263,7 @@ class Experiment:
         with self._session("optimize", replicates_per_trial, {}) as session:
             fold = RunFold([])
             for trial in range(num_trials):
-                asked = [_as_treatment(t) for t in optimizer.ask()]
+                asked = _asked_treatments(optimizer, trial, self.id)
                 if not asked:
                     logger.info("optimizer has no more candidates after %d trial(s)", trial)
                     break
@@ -265,6 +280,7 @@ class Experiment:
             result = fold.build_result([], replicates_per_trial, provenance)
             session.finish(result)
         self.last_optimization = result
+        _check_objective_recorded(self.id, fold, all_conditions, metric)
         return optimizer.get_best_treatment()
 
     # ------------------------------------------------------------------ apply
@@ -334,6 +350,7 @@ class Experiment:
             seeding=self._plugin(SeedPlugin).config(),
             replicates=replicates,
             cache_root=_cache_root(),
+            cache_key=_cache_key(self.pipeline),
             mode=mode,
             version=version,
             description=self.description,
@@ -383,16 +400,48 @@ class Experiment:
         *,
         resume: ResumePoint | None = None,
     ) -> Iterator[RunSession]:
-        """Claim (or reopen) a version, run hooks and step setup, freeze the spec, start the executor."""
+        """Claim (or reopen) a version, run hooks and step setup, freeze the spec, start the executor.
+
+        A session that fails before any replicate's outcome came back (an unpicklable step, an
+        executor that cannot start, Ctrl-C during setup) leaves no version behind: the folder it
+        claimed is removed. A resumed version is never removed.
+        """
+        artifact_plugin = self._plugin(ArtifactPlugin)
+        store = artifact_plugin.store()
+        _check_data_root(store, self.id)
+        fresh_folder = resume is None and (artifact_plugin.versioned or not _exists(store, self.id, 0))
+        try:
+            store.remove_stale_temporaries(layout.experiment_dir(self.id))  # half-written files of killed runs
+            if resume is not None:
+                version = resume.version
+            elif artifact_plugin.versioned:
+                version = claim_version(store, self.id)
+            else:
+                version = 0
+        except OSError as exc:
+            raise _store_error(store, self.id, exc) from exc
+        session: list[RunSession] = []
+        try:
+            with self._open_session(mode, replicates, conditions, store, version, resume, session) as opened:
+                yield opened
+        except BaseException:
+            if resume is None and (not session or session[0].received == 0):
+                _discard_version(store, self.id, version, whole=fresh_folder)
+            raise
+
+    @contextlib.contextmanager
+    def _open_session(
+        self,
+        mode: str,
+        replicates: int,
+        conditions: Mapping[str, Treatment | None],
+        store: Store,
+        version: int,
+        resume: ResumePoint | None,
+        opened: list[RunSession],
+    ) -> Iterator[RunSession]:
         artifact_plugin = self._plugin(ArtifactPlugin)
         seed_plugin = self._plugin(SeedPlugin)
-        store = artifact_plugin.store()
-        if resume is not None:
-            version = resume.version
-        elif artifact_plugin.versioned:
-            version = claim_version(store, self.id)
-        else:
-            version = 0
         artifact_plugin.bind(self.id, version)
         for plugin in self.plugins:
             plugin.before_run(self)
@@ -414,13 +463,17 @@ class Experiment:
                         + "\nRun without strategy='resume' to start a new version."
                     )
             else:
-                if not artifact_plugin.versioned:  # rerunning into v0: the old run's records must not mix in
-                    RunRepository(store).reset(self.id, version)
-                recorder.write_plan(plan)
+                try:
+                    if not artifact_plugin.versioned:  # rerunning into v0: the old run's records must not mix in
+                        RunRepository(store).reset(self.id, version)
+                    recorder.write_plan(plan)
+                except OSError as exc:
+                    raise _store_error(store, self.id, exc) from exc
             executor, progress = self._executor()
-            spec = executor.start(spec) or spec  # what the workers run (None from older executors: unchanged)
-            session = RunSession(self, spec, executor, progress, recorder)
             try:
+                spec = executor.start(spec) or spec  # what the workers run (None from older executors: unchanged)
+                session = RunSession(self, spec, executor, progress, recorder)
+                opened.append(session)
                 yield session
             finally:
                 recorder.flush()
@@ -510,8 +563,61 @@ def _warn_unread_keys(session: RunSession, fold: RunFold, conditions: Mapping[st
         )
 
 
+def _exists(store: Store, experiment: str, version: int) -> bool:
+    try:
+        return store.exists(layout.version_dir(experiment, version))
+    except OSError:
+        return False  # an unreachable store is reported by the claim that follows
+
+
+def _check_data_root(store: Store, experiment: str) -> None:
+    """A local data root must be (or become) a folder this process can write into; checked before anything runs."""
+    if not store.is_local:
+        return  # an object store answers only when used: its errors are turned into ours where it is first used
+    root = store.base
+    probe = root
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    fix = "Point ArtifactPlugin(root_dir=...) or $CRYSTALLIZE_DATA_URI at a folder you can write to."
+    if os.path.lexists(probe) and not os.path.isdir(probe):
+        what = "is a file" if probe == root else f"is inside {probe}, which is a file"
+        raise ValidationError(f"Experiment '{experiment}': the data root {root} {what}, not a folder. {fix}")
+    if os.path.isdir(probe) and not os.access(probe, os.W_OK | os.X_OK):
+        what = "is a read-only folder" if probe == root else f"cannot be made: {probe} is read-only"
+        raise ValidationError(f"Experiment '{experiment}': the data root {root} {what} for this user. {fix}")
+
+
+def _store_error(store: Store, experiment: str, exc: OSError) -> ValidationError:
+    return ValidationError(
+        f"Experiment '{experiment}': cannot write the run records into the data root {store.location}: "
+        f"{type(exc).__name__}: {exc}. Check that it is a folder (or bucket) you can write to, or point "
+        "ArtifactPlugin(root_dir=...) or $CRYSTALLIZE_DATA_URI elsewhere."
+    )
+
+
+def _discard_version(store: Store, experiment: str, version: int, *, whole: bool) -> None:
+    """Remove what a session that ran no replicate left: its claimed folder, or (v0 reused) the plan it wrote."""
+    target = layout.version_dir(experiment, version) if whole else layout.run_file(experiment, version, layout.PLAN)
+    try:
+        store.delete(target)
+    except Exception as exc:  # noqa: BLE001 - the error that ended the session matters more
+        logger.warning("Could not remove %s after the run failed before any replicate: %s", store.uri(target), exc)
+    else:
+        logger.info("The run failed before any replicate finished; removed %s", store.uri(target))
+
+
 def _cache_root() -> str | None:
     return None if cache_disabled() else cache_location()
+
+
+def _cache_key(pipeline: Pipeline) -> bytes | None:
+    """The step cache's signing key, read here on the driver; None when no step uses the cache."""
+    if cache_disabled() or not any(getattr(step, "cacheable", False) for step in pipeline.steps):
+        return None
+    return cache_signing_key()
 
 
 @dataclass
@@ -534,17 +640,66 @@ def _check_replicates(value: Any, what: str) -> None:
         raise ValidationError(f"{what} must be a positive integer, got {value!r}")
 
 
-def _check_treatments(treatments: Iterable[Any]) -> None:
+def _check_treatments(treatments: Iterable[Any], experiment: str) -> None:
     seen: set[str] = set()
     for treatment in treatments:
         if not isinstance(treatment, Treatment):
-            raise ValidationError(f"treatments must be Treatment objects, got {type(treatment).__name__}")
+            raise ValidationError(
+                f"Experiment '{experiment}': treatments must be Treatment objects, got {type(treatment).__name__}"
+            )
         if treatment.name == BASELINE_CONDITION:
-            raise ValidationError(f"'{BASELINE_CONDITION}' is reserved; give the treatment another name")
+            raise ValidationError(
+                f"Experiment '{experiment}': '{BASELINE_CONDITION}' is reserved; give the treatment another name"
+            )
         if treatment.name in seen:
-            raise ValidationError(f"two treatments are named '{treatment.name}'; names must be unique")
-        check_segment(treatment.name, "treatment name")
+            raise ValidationError(
+                f"Experiment '{experiment}': two treatments are named '{treatment.name}'; names must be unique"
+            )
+        check_segment(treatment.name, f"Experiment '{experiment}': treatment name")
         seen.add(treatment.name)
+
+
+def _framework_keys() -> str:
+    return ", ".join(f"'{k}'" for k in sorted(FRAMEWORK_KEYS))
+
+
+def _asked_treatments(optimizer: BaseOptimizer, trial: int, experiment: str) -> list[Treatment]:
+    """What ``optimizer.ask()`` proposed: a list (or tuple) of Treatments; an empty one ends the search."""
+    asked = optimizer.ask()
+    kind = type(optimizer).__name__
+    if not isinstance(asked, (list, tuple)):
+        raise OptimizerError(
+            f"Experiment '{experiment}', trial {trial + 1}: {kind}.ask() returned {type(asked).__name__}, "
+            "not a list of Treatments; return a list (an empty one ends the search)."
+        )
+    for item in asked:
+        if not isinstance(item, Treatment):
+            raise OptimizerError(
+                f"Experiment '{experiment}', trial {trial + 1}: {kind}.ask() returned a list holding "
+                f"{type(item).__name__} {item!r:.60}; every item must be a Treatment (Treatment(name, {{key: value}}))."
+            )
+    return list(asked)
+
+
+def _check_objective_recorded(
+    experiment: str, fold: RunFold, conditions: Mapping[str, Treatment | None], metric: str
+) -> None:
+    """Raise when no trial scored: the best treatment would otherwise be the first one asked, silently."""
+    if not conditions:
+        return  # nothing was asked; get_best_treatment says so
+    if any(fold.mean(name, metric) == fold.mean(name, metric) for name in conditions):
+        return  # at least one trial has a score (NaN != NaN)
+    recorded = sorted({m for name in conditions for m in fold.condition_metrics(name).metrics})
+    failed = sum(fold.failures(name) for name in conditions)
+    close = difflib.get_close_matches(metric, recorded, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    where = f" ({failed} replicate(s) failed; see experiment.last_optimization.errors)" if failed else ""
+    shown = ", ".join(f"'{m}'" for m in recorded) if recorded else "none"
+    raise OptimizerError(
+        f"Experiment '{experiment}': optimize() ran {len(conditions)} candidate(s) but none recorded a numeric "
+        f"value of the objective metric '{metric}'{where}; the metrics recorded were: {shown}.{hint} "
+        f"Record it with ctx.metrics.add('{metric}', value), or set Objective(metric=...) to a recorded metric."
+    )
 
 
 def _check_hypotheses(hypotheses: Iterable[Any]) -> None:

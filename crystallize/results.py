@@ -140,13 +140,22 @@ class Result:
 
 
 def _value_array(values: list[Any]) -> Any:
-    import json
-
     import pyarrow as pa
 
     if all(_is_number(v) for v in values):
         return pa.array([float(v) for v in values], pa.float64())
-    return pa.array([json.dumps(v, default=_json_default) for v in values], pa.string())
+    return pa.array([_json_text(v) for v in values], pa.string())
+
+
+def _json_text(value: Any) -> str:
+    """A value as JSON text for the long-form table; its repr (as a JSON string) when JSON cannot hold it
+    (dict keys that are tuples, say), so writing the table never fails a finished run."""
+    import json
+
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
 
 
 def _json_default(value: Any) -> Any:

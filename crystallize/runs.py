@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from .engine.fold import RunFold
 from .errors import RunNotFoundError
 from .results import HypothesisResult, Result
+from .store import layout
 from .store.repository import RunRepository, parse_location
+
+logger = logging.getLogger(__name__)
 
 
 def load_run(location: str | os.PathLike[str]) -> Result:
     """The ``Result`` of a stored run: ``data/basic/v0``, ``s3://bucket/data/basic/v3``, or
     ``data/basic`` for the latest version. Works for finished and interrupted runs alike
-    (an interrupted one has no hypothesis results and ``provenance["finished"]`` is False)."""
+    (an interrupted one has no hypothesis results and ``provenance["finished"]`` is False).
+
+    Only records are read, never code: outcome parts are Arrow and JSON, checked against their
+    checksum and signature first. A damaged run still loads from what can be read, with
+    ``provenance["damaged"]`` naming each damaged or missing file (a warning each, too);
+    an unreadable ``plan.json`` raises ``CorruptRecordError`` naming it."""
     where = parse_location(location)
     repository = RunRepository(where.store())
     experiment, version = where.experiment, where.version
@@ -34,6 +43,14 @@ def load_run(location: str | os.PathLike[str]) -> Result:
         fold.add(outcome)
     provenance: dict[str, Any] = dict(record["provenance"]) if record else {**plan, "version": version}
     provenance["finished"] = record is not None
+    damage = run.damage
+    if damage:
+        # Counts and metrics come from the outcome parts that could be read: a lost part shows as 19/20.
+        provenance["damaged"] = [str(d) for d in damage]
+        warned = {f"{layout.OUTCOMES}/{name}" for name in run.read.skipped}  # reading them warned already
+        for item in damage:
+            if item.file not in warned:
+                logger.warning("%s: %s", repository.uri(experiment, version), item)
     result = fold.build_result([], int(plan["replicates"]), provenance)
     if record:
         result.metrics.hypotheses = [_hypothesis_from_record(h) for h in record.get("hypotheses", [])]

@@ -16,7 +16,12 @@ TreatmentApply: TypeAlias = "Mapping[str, Any] | Callable[[FrozenContext], Any]"
 
 
 class Treatment:
-    """A condition: a mapping merged into the context, or a callable that adds keys to it."""
+    """A condition: a mapping merged into the context, or a callable that adds keys to it.
+
+    Either way the treatment wins over ``initial_ctx``: a key both set has the treatment's
+    value (a callable may ``ctx.add`` such a key once). The framework keys (``replicate``,
+    ``condition``, ``seed_used``) cannot be set; a key the callable sets twice raises.
+    """
 
     def __init__(self, name: str, apply: TreatmentApply | None = None) -> None:
         if not isinstance(name, str) or not name:

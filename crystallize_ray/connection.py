@@ -1,15 +1,18 @@
 """Getting a Ray to run on: a private local one, a cluster by address, or the one already up.
 
-Rule: never shut down a Ray this package did not start.
+Rules: never shut down a Ray this package did not start; a Ray this package starts listens
+on loopback only and keeps Ray's token authentication on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import tempfile
 import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -20,6 +23,37 @@ logger = logging.getLogger(__name__)
 _LOCK = threading.Lock()
 _STARTED_HERE = False
 CONNECT_TIMEOUT_SECONDS = 30.0
+
+
+# Ray treats a node as "cluster capable" unless this is 0 (its default on macOS and Windows);
+# then it keeps the node address on loopback, and its GCS, raylet, workers and agents bind
+# there instead of on every interface and the machine's address.
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """A Ray started inside this block listens on 127.0.0.1 only.
+
+    The processes Ray starts inherit the setting; this process gets its own back afterwards.
+    Token authentication stays as Ray sets it up for a new local cluster: on, unless the user
+    set ``RAY_AUTH_MODE`` (Ray turns it on itself and refreshes its cached config; setting the
+    variable here instead, after Ray was imported, would leave this process without the token).
+    """
+    from ray._private import ray_constants
+
+    previous_env = os.environ.get(_CLUSTER_ENV)
+    previous_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous_flag
+        if previous_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = previous_env
 
 
 def started_here() -> bool:
@@ -67,8 +101,9 @@ def ensure_connected(
             options.setdefault("include_dashboard", False)
             options.setdefault("_node_ip_address", "127.0.0.1")
             options.setdefault("_temp_dir", tempfile.mkdtemp(prefix="cray-"))
-            logger.info("Starting a private local Ray (temp dir %s)", options["_temp_dir"])
-            ray.init(**options)
+            logger.info("Starting a private local Ray on loopback (temp dir %s)", options["_temp_dir"])
+            with loopback_only():
+                ray.init(**options)
             _STARTED_HERE = True
             return "local"
         if address != "auto":

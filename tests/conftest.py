@@ -32,16 +32,19 @@ def ray_session():
     if ray.is_initialized():
         yield ray
         return
+    from crystallize_ray.connection import loopback_only
+
     temp_dir = tempfile.mkdtemp(prefix="cray-t-", dir="/tmp")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=temp_dir,
-        _node_ip_address="127.0.0.1",
-        configure_logging=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
-    )
+    with loopback_only():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+        )
     try:
         yield ray
     finally:
@@ -87,3 +90,23 @@ def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(root)
     endpoint = request.getfixturevalue("moto_endpoint")
     return f"s3://{new_bucket(endpoint)}/store-{uuid.uuid4().hex[:8]}"
+
+
+from collections.abc import Iterator  # noqa: E402  (appended with the fixtures below)
+
+
+@pytest.fixture(scope="session")
+def _session_config_home() -> Iterator[Path]:
+    """Outside pytest's base temp folder, which some tests snapshot to prove they wrote nothing beside them."""
+    folder = Path(tempfile.mkdtemp(prefix="crystallize-xdg-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _private_config_home(_session_config_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The per-user cache key file (``$XDG_CONFIG_HOME/crystallize/cache.key``) never lands in the real home."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(_session_config_home))
+    return _session_config_home

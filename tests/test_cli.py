@@ -134,11 +134,16 @@ def read_metrics(run_folder: Path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One finished serial run of ``demo`` (seed 11), shared by the read-only tests (show, export)."""
+def finished_run(tmp_path_factory: pytest.TempPathFactory, _session_config_home: Path) -> Path:
+    """One finished serial run of ``demo`` (seed 11), shared by the read-only tests (show, export).
+
+    Made with the tests' signing key (the per-user key under their config home): outcome
+    parts signed with another key are not trusted, so the tests could not read them.
+    """
     folder = tmp_path_factory.mktemp("finished")
     write_experiment(folder, treatments='treatment("boost", {"delta": 10.0}), treatment("small", {"delta": 0.1})')
-    ok(cli("run", "experiment.py", "--executor", "serial", "--seed", "11", cwd=folder))
+    env = {"XDG_CONFIG_HOME": str(_session_config_home)}
+    ok(cli("run", "experiment.py", "--executor", "serial", "--seed", "11", cwd=folder, env=env))
     return folder
 
 

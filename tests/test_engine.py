@@ -101,6 +101,11 @@ def rebind_delta(ctx):
     ctx.add("delta", 99)
 
 
+def rebind_delta_twice(ctx):
+    ctx.add("delta", 99)
+    ctx.add("delta", 100)
+
+
 @verifier
 def pairing_verifier(baseline, treatment):
     return {"p_value": 0.5, "baseline": list(baseline["rep"]), "treatment": list(treatment["rep"])}
@@ -277,16 +282,18 @@ def test_treatment_overrides_initial_ctx(execution):
     assert result.metrics.treatments["big"].metrics["delta_seen"] == [5, 5]
 
 
-def test_callable_treatment_rebinding_key_is_an_error(execution):
+def test_callable_treatment_overrides_initial_ctx_once_and_rebinding_is_an_error(execution):
+    # Like a mapping treatment, a callable one may set a key initial_ctx has (it wins); setting it twice raises.
     exp = make_experiment(
         execution,
         [read_delta()],
-        treatments=[Treatment("rebind", rebind_delta)],
+        treatments=[Treatment("override", rebind_delta), Treatment("rebind", rebind_delta_twice)],
         initial_ctx={"delta": 1},
         replicates=2,
     )
     result = exp.run()
-    assert set(result.errors) == {"rebind"}
+    assert result.metrics.treatments["override"].metrics["delta_seen"] == [99, 99]
+    assert {name for name, errors in result.errors.items() if errors} == {"rebind"}
     assert set(result.errors["rebind"]) == {0, 1}
     for error in result.errors["rebind"].values():
         assert error.stage.startswith("treatment:")

@@ -232,9 +232,15 @@ def show_run(console: Console, result: Result, location: str, *, max_errors: int
 
 def _print_run_header(console: Console, result: Result, location: str, *, finished: bool) -> None:
     provenance = result.provenance
-    status = Text("finished", style="green") if finished else Text("interrupted", style="yellow")
+    damaged = [str(d) for d in provenance.get("damaged") or []]
+    if damaged:
+        status = Text("damaged" if finished else "interrupted, damaged", style="bold red")
+    else:
+        status = Text("finished", style="green") if finished else Text("interrupted", style="yellow")
     title = f"{provenance.get('experiment', '?')} v{provenance.get('version')}"
     console.print(Text.assemble((title, "bold"), "  ", status, f"  {display_path(location)}"))
+    for item in damaged:
+        console.print(Text(f"damaged: {item}", style="red"))
     facts = []
     if provenance.get("started_at"):
         facts.append(f"started {_local_time(provenance['started_at'])}")
@@ -330,6 +336,7 @@ class StoredRun:
     done: int
     failed: int
     mode: str
+    damage: tuple[str, ...] = ()
 
 
 def list_runs(store: Store, experiment: str | None = None) -> list[StoredRun]:
@@ -343,11 +350,13 @@ def list_runs(store: Store, experiment: str | None = None) -> list[StoredRun]:
 
 
 def _stored_run(repository: RunRepository, run: RunRecords) -> StoredRun:
+    """One row of ``crystallize runs``; a damaged run counts only the outcomes that can still be read."""
     experiment, version, plan, record = run.experiment, run.version, run.plan, run.record
+    damage = run.damage
     replicates = plan.get("replicates")
     conditions = list(plan.get("conditions") or [])
     mode = str(plan.get("mode", "run"))
-    if record is not None:
+    if record is not None and not damage:
         provenance = record.get("provenance", {})
         date = _local_time(provenance.get("started_at", ""))
         executor = _executor_text(provenance.get("executor"))
@@ -356,12 +365,18 @@ def _stored_run(repository: RunRepository, run: RunRecords) -> StoredRun:
         conditions = list(provenance.get("conditions") or conditions)
         status = "finished"
     else:
-        date = _local_time(repository.planned_at(experiment, version))
-        executor = "\u2014"
+        provenance = record.get("provenance", {}) if record is not None else {}
+        started = provenance.get("started_at") or repository.planned_at(experiment, version)
+        date = _local_time(started) if started else "\u2014"
+        executor = _executor_text(provenance.get("executor")) or "\u2014"
+        conditions = list(provenance.get("conditions") or conditions)
+        if replicates is None:
+            replicates = provenance.get("replicates")
+        mode = str(provenance.get("mode", mode))
         outcomes = run.outcomes.values()
         done = sum(1 for o in outcomes if o.error is None)
         failed = sum(1 for o in outcomes if o.error is not None)
-        status = "interrupted"
+        status = "damaged" if damage else "interrupted"
     return StoredRun(
         experiment=experiment,
         version=version,
@@ -373,10 +388,12 @@ def _stored_run(repository: RunRepository, run: RunRecords) -> StoredRun:
         done=done,
         failed=failed,
         mode=mode,
+        damage=tuple(str(d) for d in damage),
     )
 
 
-def runs_table(runs: Sequence[StoredRun], location: str) -> Table:
+def runs_table(runs: Sequence[StoredRun], location: str) -> Group:
+    """The runs, then one line per damaged file of a damaged run."""
     table = Table(title=f"runs in {display_path(location)}", title_justify="left", title_style="bold")
     for column, justify in (
         ("experiment", "left"),
@@ -391,7 +408,11 @@ def runs_table(runs: Sequence[StoredRun], location: str) -> Table:
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for run in runs:
-        status = Text(run.status, style="green" if run.status == "finished" else "yellow")
+        style = {"finished": "green", "damaged": "bold red"}.get(run.status, "yellow")
+        status = Text(run.status, style=style)
+        if run.damage:
+            files = [item.split(" ", 1)[0] for item in run.damage]
+            status.append(f": {', '.join(files[:2])}" + (f" +{len(files) - 2}" if len(files) > 2 else ""))
         if run.mode != "run":
             status.append(f" ({run.mode})")
         planned = run.replicates * run.conditions if run.replicates is not None and run.mode == "run" else None
@@ -406,7 +427,8 @@ def runs_table(runs: Sequence[StoredRun], location: str) -> Table:
             f"{run.done}/{planned}" if planned is not None else str(run.done),
             Text(str(run.failed), style="bold red" if run.failed else ""),
         )
-    return table
+    notes = [Text(f"{run.experiment} v{run.version}: {item}", style="red") for run in runs for item in run.damage]
+    return Group(table, *notes)
 
 
 def locate_run(run: str, data: str | None) -> str:

@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
+from ..constants import FRAMEWORK_KEYS
 from ..context import FrozenContext, _read_only
-from ..errors import PipelineExecutionError
+from ..errors import PipelineExecutionError, ValidationError
 from ..execution.base import Executor
 from .fold import RunFold
 from .plan import Conditions, ReplicateTask, RunSpec
@@ -51,6 +52,7 @@ class RunSession:
         self.started_wall = datetime.now(timezone.utc)
         self.started = time.perf_counter()
         self.warnings: list[str] = []
+        self.received = 0  # outcomes that came back; a session that got none leaves no version behind
         if executor.shares_global_rng():
             self.warn(
                 f"Experiment '{spec.name}': the thread executor runs {executor.parallelism()} replicates at once "
@@ -75,6 +77,7 @@ class RunSession:
         artifact_writer = self._driver_side_artifact_writer()
         with make_reporter(self.spec.name, label, tasks, self.progress) as reporter:
             for outcome in self.executor.map(tasks, conditions):
+                self.received += 1
                 if artifact_writer is not None and outcome.artifacts:
                     artifact_writer(outcome)
                 fold.add(outcome)
@@ -148,6 +151,12 @@ def setup_steps(
             except Exception as exc:  # our own errors too: the message must name the step whose setup failed
                 raise PipelineExecutionError(f"{step.name}.setup", exc, experiment=experiment) from exc
             done.append(step)
+            reserved = sorted(FRAMEWORK_KEYS.intersection(ctx.keys()))
+            if reserved:
+                raise ValidationError(
+                    f"Experiment '{experiment}': setup() of step '{step.name}' added {reserved}, which the "
+                    "framework sets itself in every replicate; use another key name."
+                )
         yield ctx
     finally:
         for step in reversed(done):

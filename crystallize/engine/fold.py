@@ -11,7 +11,7 @@ from typing import Any
 
 from ..constants import BASELINE_CONDITION
 from ..results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
-from .plan import ArtifactEntry, ErrorRecord, ReplicateOutcome
+from .plan import ArtifactEntry, ErrorRecord, ReplicateOutcome, ensure_storable
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class RunFold:
         return len(self._folds[condition].errors)
 
     def add(self, outcome: ReplicateOutcome) -> None:
+        # A metric value a run record cannot hold exactly fails the replicate here, in place, so the
+        # Result and the record (written from the same object after this) both show it failed.
+        ensure_storable(outcome)
         self._folds[outcome.condition].add(outcome)
         self.completed += 1
         if outcome.error is not None:

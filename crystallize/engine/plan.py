@@ -2,15 +2,20 @@
 
 Everything here is picklable and small except ``RunSpec``, which executors ship
 once per run (or once per ``optimize()``), never once per task.
+
+Outcomes are also what run records store (``crystallize.store.records``); the metric value
+codec at the bottom of this module is how their metric values are stored without pickle.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..constants import BASELINE_CONDITION
+from ..errors import CorruptRecordError, ValidationError
 from ..seeding import replicate_seed
 from .identity import Identities
 
@@ -48,7 +53,8 @@ class RunSpec:
     Worker-side plugin hooks receive this object as their ``experiment``
     argument: it has ``name``, ``id``, ``pipeline``, ``datasource`` and ``replicates``.
     ``data_uri`` is the data store's location (a folder or URI; None when the run stores
-    nothing), so executors can tell whether their workers can reach it.
+    nothing), so executors can tell whether their workers can reach it. ``cache_key`` signs
+    the step cache's entries (None: the cache loads and writes nothing).
     """
 
     name: str
@@ -65,6 +71,9 @@ class RunSpec:
     artifacts_via_driver: bool = False
     identities: Identities | None = None
     data_uri: str | None = None
+    # The step cache's signing key, read on the driver (never by workers) and shipped with the spec
+    # (process pool: over the pool's pipe; Ray: through its object store). Never written to a store.
+    cache_key: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -176,3 +185,144 @@ def _outcome_from_state(
     return ReplicateOutcome(
         condition, replicate, seed, metrics, [StepRecord(*s) for s in steps], artifacts, error, seconds, tuple(reads)
     )
+
+
+# ------------------------------------------------------------------ metric values in run records
+#
+# A metric's values are stored as one JSON text, so reading a record never runs code. Plain JSON
+# holds None, bool, int, float (NaN and infinities as Python's json writes them) and str exactly;
+# what JSON would silently turn into something else is tagged: ``{"__crystallize__": kind, ...}``
+# for tuples, dicts whose keys are not all strings (or that hold the tag key), NumPy scalars and
+# NumPy arrays of booleans, numbers or strings. Everything else is refused rather than stored changed.
+
+_TAG = "__crystallize__"
+_MAX_DEPTH = 100
+STORABLE_VALUES = (
+    "None, bool, int, float, str, lists, tuples and dicts of those, NumPy scalars and NumPy arrays "
+    "of booleans, numbers or strings"
+)
+
+
+def _numpy_dtype_ok(dtype: Any) -> bool:
+    return bool(dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize <= 8) or dtype.kind == "U")
+
+
+def _to_json(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON-able data that :func:`_from_json` turns back into an equal value of the same types."""
+    if depth > _MAX_DEPTH:
+        raise ValidationError(f"values nest more than {_MAX_DEPTH} levels deep (or contain themselves)")
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is float or kind is str:
+        return value
+    if kind is list:
+        return [_to_json(item, depth + 1) for item in value]
+    if kind is dict:
+        if _TAG not in value and all(type(key) is str for key in value):
+            return {key: _to_json(item, depth + 1) for key, item in value.items()}
+        return {_TAG: "dict", "items": [[_to_json(k, depth + 1), _to_json(v, depth + 1)] for k, v in value.items()]}
+    if kind is tuple:
+        return {_TAG: "tuple", "items": [_to_json(item, depth + 1) for item in value]}
+    if kind.__module__ == "numpy":
+        import numpy as np
+
+        if isinstance(value, np.generic) and _numpy_dtype_ok(value.dtype):
+            return {_TAG: "numpy", "dtype": value.dtype.str, "value": value.item()}
+        if kind is np.ndarray and _numpy_dtype_ok(value.dtype):
+            shape = list(value.shape)
+            return {_TAG: "ndarray", "dtype": value.dtype.str, "shape": shape, "items": value.ravel().tolist()}
+    raise ValidationError(f"a value of type {kind.__module__}.{kind.__qualname__} cannot be stored exactly")
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    tag = value.get(_TAG)
+    if tag is None:
+        return {key: _from_json(item) for key, item in value.items()}
+    if tag == "tuple":
+        return tuple(_from_json(item) for item in value["items"])
+    if tag == "dict":
+        return {_from_json(k): _from_json(v) for k, v in value["items"]}
+    if tag in ("numpy", "ndarray"):
+        import numpy as np
+
+        dtype = np.dtype(str(value["dtype"]))
+        if not _numpy_dtype_ok(dtype):
+            raise CorruptRecordError(f"stored NumPy dtype {dtype} is not one a record holds")
+        if tag == "numpy":
+            return dtype.type(value["value"])
+        return np.array(value["items"], dtype=dtype).reshape([int(n) for n in value["shape"]])
+    raise CorruptRecordError(f"unknown stored value kind {tag!r}")
+
+
+def encode_metric_values(values: list[Any]) -> str:
+    """One metric's values as JSON text; ``ValidationError`` when a value cannot be stored exactly."""
+    return json.dumps([_to_json(item) for item in values], allow_nan=True, separators=(",", ":"))
+
+
+def decode_metric_values(text: str) -> list[Any]:
+    try:
+        values = _from_json(json.loads(text))
+    except CorruptRecordError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptRecordError(f"unreadable metric values: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(values, list):
+        raise CorruptRecordError("stored metric values are not a list")
+    return values
+
+
+def encode_metrics(metrics: Mapping[str, list[Any]]) -> list[tuple[str, str]]:
+    """``(name, JSON text)`` per metric; ``ValidationError`` naming the metric when one cannot be stored."""
+    encoded = []
+    for name, values in metrics.items():
+        try:
+            encoded.append((name, encode_metric_values(list(values))))
+        except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+            raise ValidationError(f"metric '{name}': {exc}") from exc
+    return encoded
+
+
+def unstorable_metric_error(outcome: ReplicateOutcome, problem: Exception) -> ErrorRecord:
+    """The error record of a replicate whose metrics cannot be stored (``problem`` names the metric)."""
+    exception_types = tuple(f"{c.__module__}.{c.__qualname__}" for c in ValidationError.__mro__)
+    return ErrorRecord(
+        stage="metrics",
+        exception_type="ValidationError",
+        message=(
+            f"condition '{outcome.condition}', replicate {outcome.replicate}: {problem}, so the run record "
+            f"cannot hold it; record only {STORABLE_VALUES} as metric values (store other things as artifacts)"
+        ),
+        traceback="",
+        condition=outcome.condition,
+        replicate=outcome.replicate,
+        exception_types=exception_types,
+    )
+
+
+def ensure_storable(outcome: ReplicateOutcome) -> ReplicateOutcome:
+    """``outcome`` itself, turned (in place) into a failed one when a metric value cannot be stored exactly.
+
+    The driver folds and records the same object, so the run's ``Result`` and its stored
+    record agree: both show the replicate as failed, with a message naming metric,
+    condition and replicate. A failed outcome keeps only the metrics that can be stored.
+    """
+    if outcome.error is not None:
+        storable = {}
+        for name, values in outcome.metrics.items():
+            try:
+                encode_metrics({name: values})
+            except ValidationError:
+                continue
+            storable[name] = values
+        if len(storable) != len(outcome.metrics):
+            outcome.metrics = storable
+        return outcome
+    try:
+        encode_metrics(outcome.metrics)
+    except ValidationError as exc:
+        outcome.error = unstorable_metric_error(outcome, exc)
+        outcome.metrics = {}
+    return outcome

@@ -73,7 +73,8 @@ class PreparedSpec:
             for name in _HOOKS:
                 if getattr(type(plugin), name, None) is not getattr(BasePlugin, name):
                     hooks[name].append(plugin)
-        cache = StepCache(spec.cache_root) if spec.cache_root else None
+        # The key comes with the spec: a worker never reads a key file or the environment for it.
+        cache = StepCache(spec.cache_root, key=spec.cache_key) if spec.cache_root else None
         return cls(spec=spec, cache=cache, **hooks)
 
 
@@ -140,7 +141,12 @@ class _Replicate:
         ctx._begin_stage(0)
         if treatment is not None and not treatment.is_mapping:
             self.stage = f"treatment:{treatment.name}"
-            treatment.apply(ctx)
+            # Like a mapping treatment, a callable one overrides initial_ctx (once per key); nothing else.
+            ctx._overridable = set(spec.initial_ctx)
+            try:
+                treatment.apply(ctx)
+            finally:
+                ctx._overridable = set()
         self.stage = "seed"
         if seed is not None:
             (spec.seeding.seed_fn or seed_standard_generators)(seed)

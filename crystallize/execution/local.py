@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -108,8 +109,23 @@ _WORKER_SPEC: PreparedSpec | None = None
 _WORKER_CONDITIONS: tuple[bytes, Conditions] | None = None
 
 
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A worker's watchdog: once its parent is gone (the driver was killed), end the process at once."""
+    while True:
+        time.sleep(_PARENT_POLL_SECONDS)
+        if os.getppid() != parent:
+            os._exit(70)  # no cleanup: the driver that wanted the results is gone
+
+
 def _init_process(spec_blob: bytes) -> None:
     global _WORKER_SPEC
+    # Workers die with their driver: without this, a SIGKILLed driver leaves them running
+    # the replicates already queued to them, and then waiting on the queue for minutes.
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), name="crystallize-watchdog", daemon=True).start()
     _WORKER_SPEC = PreparedSpec.of(loads(spec_blob))
 
 

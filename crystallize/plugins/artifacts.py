@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunNotFoundError
+from ..errors import RunNotFoundError, ValidationError
 from ..store import layout
 from ..store.filesystem import Store
 from ..store.locations import data_location
@@ -35,11 +35,14 @@ class ArtifactPlugin(BasePlugin):
     ``root_dir`` is a folder or a URI (``s3://bucket/prefix``); by default
     ``$CRYSTALLIZE_DATA_URI``, else ``data``. Every run claims a new ``v<N>``
     (``versioned=False`` reuses ``v0``); ``artifact_retention`` keeps the newest N versions.
+    ``max_artifact_bytes`` (default None: no limit) fails a replicate whose step adds a larger
+    artifact, with an error naming the artifact, the step, its size and the limit.
     """
 
     root_dir: str | None = None
     versioned: bool = True
     artifact_retention: int | None = None
+    max_artifact_bytes: int | None = None
     version: int | None = field(default=None, init=False)
     experiment_id: str | None = field(default=None, init=False)
     location: str | None = field(default=None, init=False, repr=False)
@@ -76,9 +79,18 @@ class ArtifactPlugin(BasePlugin):
             return None
         return self.store().uri(layout.version_dir(self.experiment_id, self.version))
 
+    def __post_init__(self) -> None:
+        limit = self.max_artifact_bytes
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValidationError(
+                f"ArtifactPlugin(max_artifact_bytes=...) must be None or a size in bytes, got {limit!r}"
+            )
+
     def after_step(self, experiment: RunSpec, step: PipelineStep, data: Any, ctx: FrozenContext) -> None:
         if not len(ctx.artifacts) or getattr(experiment, "mode", "run") == "apply":
             return
+        if self.max_artifact_bytes is not None:
+            self._check_sizes(experiment, step, ctx)
         if getattr(experiment, "artifacts_via_driver", False):
             return  # the bytes ride back in the outcome; the driver writes them (store_from_driver)
         if self.experiment_id is None or self.version is None:
@@ -92,6 +104,18 @@ class ArtifactPlugin(BasePlugin):
             )
             store.write_bytes(relative, record.data)
             record.path = store.uri(relative)
+
+    def _check_sizes(self, experiment: RunSpec, step: PipelineStep, ctx: FrozenContext) -> None:
+        limit = self.max_artifact_bytes
+        assert limit is not None
+        for record in ctx.artifacts:
+            if record.step_name == step.name and record.path is None and len(record.data) > limit:
+                raise ValidationError(
+                    f"Experiment '{getattr(experiment, 'name', '?')}': step '{step.name}' added artifact "
+                    f"'{record.name}' of {len(record.data)} bytes (condition '{ctx.get('condition')}', replicate "
+                    f"{ctx.get('replicate')}), over the limit ArtifactPlugin(max_artifact_bytes={limit}); "
+                    "store less, or raise the limit."
+                )
 
     def store_from_driver(self, outcome: ReplicateOutcome) -> None:
         """Write artifacts whose bytes came back in ``outcome`` (workers could not reach the store)."""

@@ -2,8 +2,12 @@
 
 One entry is one object: ``MAGIC | header length | header JSON | body``. The header
 says how each part of the body is encoded and carries a SHA-256 of header+body
-and, when a key is set (``CRYSTALLIZE_CACHE_KEY``), an HMAC-SHA256. Nothing in
-the body is decoded (and nothing is unpickled) before those check out.
+and, when written with a key, an HMAC-SHA256 of header+body (every part, Arrow ones
+included: the entry is signed as a whole). Nothing in the body is decoded (and
+nothing is unpickled) before those check out. The step cache always writes and
+reads with a key (``CRYSTALLIZE_CACHE_KEY`` or the per-user key file, see
+:mod:`crystallize.store.locations`), so an unsigned entry is never loaded there;
+``decode(blob)`` without a key only checks integrity and is for tools and tests.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +22,9 @@ from typing import Any
 import cloudpickle
 
 from ..errors import CorruptEntry as CorruptEntry  # defined with the other errors; importable from here too
+from ..errors import UntrustedEntry
 
 MAGIC = b"CRYSTALLIZE-CACHE-3\n"
-KEY_ENV = "CRYSTALLIZE_CACHE_KEY"
 
 
 @dataclass
@@ -45,11 +48,6 @@ class CacheEntry:
             "added": self.added,
             "rng_state": self.rng_state,
         }
-
-
-def signing_key() -> bytes | None:
-    key = os.environ.get(KEY_ENV)
-    return key.encode("utf-8") if key else None
 
 
 def _encode_data(data: Any) -> tuple[dict[str, Any], bytes]:
@@ -189,10 +187,12 @@ def decode(blob: bytes, key: bytes | None = None) -> CacheEntry:
     if not hmac.compare_digest(digest.hexdigest(), str(sha)):
         raise CorruptEntry("checksum mismatch (truncated or altered)")
     if key is not None:
+        if signature is None:
+            raise UntrustedEntry("the entry has no signature (written without a cache key); not trusted")
         expected = hmac.new(key, canonical, hashlib.sha256)
         expected.update(body)
-        if signature is None or not hmac.compare_digest(expected.hexdigest(), str(signature)):
-            raise CorruptEntry("signature does not match the cache key; entry not trusted")
+        if not hmac.compare_digest(expected.hexdigest(), str(signature)):
+            raise UntrustedEntry("signature does not match the cache key; entry not trusted")
     try:
         offset = 0
         data_length = int(header["data"]["length"])

@@ -3,14 +3,24 @@
 Writes are atomic everywhere: the bytes go to a temporary name beside the target and
 are then moved into place. A local move is a rename; on object stores it is a
 server-side copy, so the final key appears whole or not at all. A failed or
-interrupted write publishes nothing.
+interrupted write publishes nothing. Locally the temporary file is fsynced before
+the rename and its folder after it, so a published file survives the machine dying.
+Temporary files a killed writer left behind (``.<name>.<hex>.tmp``) are removed by
+:meth:`Store.remove_stale_temporaries` once they are older than a grace period.
+
+A local store never follows a symbolic link out of its root: every path is resolved
+(``os.path.realpath``) and one that lands outside is refused with
+:class:`~crystallize.errors.StorePathError`; listings skip such links. Object stores
+have no links, so only the ``..`` check applies there.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import random
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,8 +29,36 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
-from ..errors import ValidationError
+from ..errors import StorePathError
 from ..paths import check_relative
+
+TEMP_GRACE_ENV = "CRYSTALLIZE_TEMP_GRACE_SECONDS"
+DEFAULT_TEMP_GRACE_SECONDS = 3600.0
+
+
+def temp_grace_seconds() -> float:
+    """How old a temporary file must be before it counts as abandoned (``$CRYSTALLIZE_TEMP_GRACE_SECONDS``)."""
+    try:
+        return max(0.0, float(os.environ.get(TEMP_GRACE_ENV, DEFAULT_TEMP_GRACE_SECONDS)))
+    except ValueError:
+        return DEFAULT_TEMP_GRACE_SECONDS
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :meth:`Store.write_bytes`' temporaries."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _fsync_dir(path: str) -> None:
+    if os.name != "posix":  # folders cannot be opened (nor need syncing) elsewhere
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+logger = logging.getLogger(__name__)
 
 # Flat key spaces: "creating" a parent there means one marker object per level, a request each.
 _OBJECT_STORES = tuple(getattr(pafs, name) for name in ("S3FileSystem", "GcsFileSystem") if hasattr(pafs, name))
@@ -71,6 +109,7 @@ class Store:
         self.location = os.fspath(location)
         self._fs: pafs.FileSystem | None = None
         self._base: str | None = None
+        self._real_base: str | None = None
 
     # -- plumbing -----------------------------------------------------------------
     @property
@@ -105,12 +144,59 @@ class Store:
         return hash(self.location)
 
     def full_path(self, relative: str) -> str:
-        """The absolute filesystem path of ``relative``, which must stay inside the root."""
+        """The absolute filesystem path of ``relative``, which must stay inside the root (links resolved, locally)."""
         check_relative(relative, "store path")
         joined = posixpath.normpath(posixpath.join(self.base, relative))
         if not (joined == self.base or joined.startswith(self.base.rstrip("/") + "/")):
-            raise ValidationError(f"{relative!r} resolves outside the store root {self.location}")
+            raise StorePathError(f"{relative!r} resolves outside the store root {self.location}")
+        if self.is_local:
+            resolved = os.path.realpath(joined)
+            if not self._resolves_inside(resolved):
+                raise StorePathError(
+                    f"{joined} resolves to {resolved}, outside the store root {self.real_base}: a symbolic link "
+                    "leads out of the store, and stores never follow links out of their root. Replace the link "
+                    "with a real folder, or point the store itself at the place the link leads to."
+                )
         return joined
+
+    @property
+    def real_base(self) -> str:
+        """The root with symbolic links resolved (local stores; the root itself may be a link)."""
+        if self._real_base is None:
+            self._real_base = os.path.realpath(self.base)
+        return self._real_base
+
+    def _resolves_inside(self, resolved: str) -> bool:
+        root = self.real_base
+        return resolved == root or resolved.startswith(root.rstrip(os.sep) + os.sep)
+
+    def _local_entries(self, path: str, recursive: bool) -> Iterator[tuple[str, os.stat_result]]:
+        """(path, stat) of the files under ``path``; links that lead out of the root are skipped, loops cut."""
+        seen: set[str] = set()
+        pending = [path]
+        while pending:
+            folder = pending.pop()
+            real = os.path.realpath(folder)
+            if real in seen:
+                continue
+            seen.add(real)
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                child = f"{folder.rstrip('/')}/{entry.name}"
+                if entry.is_symlink() and not self._resolves_inside(os.path.realpath(child)):
+                    continue
+                try:
+                    info = entry.stat()
+                except FileNotFoundError:  # removed meanwhile, or a dangling link
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    if recursive:
+                        pending.append(child)
+                elif stat.S_ISREG(info.st_mode):
+                    yield child, info
 
     def _listing_path(self, relative: str) -> str:
         return self.base if relative in ("", ".") else self.full_path(relative)
@@ -148,6 +234,16 @@ class Store:
     def list_dir(self, relative: str) -> list[str]:
         """Names directly under ``relative`` (``""`` is the root; empty when it does not exist)."""
         path = self._listing_path(relative)
+        if self.is_local:
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            return sorted(
+                entry.name
+                for entry in entries
+                if not entry.is_symlink() or self._resolves_inside(os.path.realpath(entry.path))
+            )
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
         except (FileNotFoundError, NotADirectoryError):
@@ -157,8 +253,12 @@ class Store:
     def walk_files(self, relative: str) -> Iterator[str]:
         """Relative paths of every file below ``relative`` (``""`` is the root)."""
         path = self._listing_path(relative)
-        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
         prefix = self.base.rstrip("/") + "/"
+        if self.is_local:
+            for child, _ in self._local_entries(path, recursive=True):
+                yield child[len(prefix) :] if child.startswith(prefix) else child
+            return
+        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
         for info in infos:
             if info.type == pafs.FileType.File:
                 yield info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
@@ -168,9 +268,12 @@ class Store:
         """Publish ``data`` (bytes, or a list of buffers written in order) at ``relative`` atomically."""
         path = self.full_path(relative)
         parent = posixpath.dirname(path)
+        temporary = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        if self.is_local:
+            self._write_local(path, parent, temporary, data)
+            return path
         if not isinstance(self.fs, _OBJECT_STORES):  # object stores have no folders to make
             self.fs.create_dir(parent, recursive=True)
-        temporary = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
         try:
             with self.fs.open_output_stream(temporary) as stream:
                 for part in data if isinstance(data, list) else (data,):
@@ -183,6 +286,62 @@ class Store:
                 pass
             raise
         return path
+
+    def _write_local(
+        self, path: str, parent: str, temporary: str, data: bytes | bytearray | memoryview | list[Any]
+    ) -> None:
+        """Temporary file, fsync, rename, fsync of the folder: one fsync per file and one per folder."""
+        os.makedirs(parent, exist_ok=True)
+        try:
+            with open(temporary, "xb") as handle:
+                for part in data if isinstance(data, list) else (data,):
+                    handle.write(part)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(parent)
+
+    def remove_stale_temporaries(
+        self, relative: str, *, recursive: bool = True, grace_seconds: float | None = None
+    ) -> list[str]:
+        """Delete write temporaries under ``relative`` older than the grace period; returns what went.
+
+        A writer that is still busy has a fresh temporary (its age is the time since its last
+        byte), so only files a killed or failed writer left behind are removed.
+        """
+        grace = temp_grace_seconds() if grace_seconds is None else grace_seconds
+        cutoff = time.time() - grace
+        path = self._listing_path(relative)  # a path leading out of the root raises here, as everywhere
+        stale: list[str] = []
+        try:
+            if self.is_local:
+                for child, info in self._local_entries(path, recursive=recursive):
+                    if is_temporary(posixpath.basename(child)) and info.st_mtime < cutoff:
+                        stale.append(child)
+            else:
+                selector = pafs.FileSelector(path, recursive=recursive, allow_not_found=True)
+                for item in self.fs.get_file_info(selector):
+                    mtime = item.mtime.timestamp() if item.mtime is not None else None
+                    name = posixpath.basename(item.path.rstrip("/"))
+                    if item.type == pafs.FileType.File and is_temporary(name) and mtime is not None and mtime < cutoff:
+                        stale.append(item.path)
+        except OSError as exc:  # tidying up is best effort: a listing that fails leaves the leftovers for later
+            logger.debug("Could not list %s for stale temporary files: %s", path, exc)
+            return []
+        removed = []
+        for item_path in stale:
+            try:
+                self.fs.delete_file(item_path)
+                removed.append(item_path)
+            except (FileNotFoundError, OSError):  # gone meanwhile, or not ours to delete: leave it
+                pass
+        return removed
 
     def delete(self, relative: str) -> None:
         path = self.full_path(relative)

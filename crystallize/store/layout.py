@@ -3,7 +3,7 @@
 Data store (default ``data/``)::
 
     <experiment>/v<N>/plan.json                     what the run set out to do (written first)
-    <experiment>/v<N>/outcomes/part-*.pkl           finished replicates, checksummed, appended as they finish
+    <experiment>/v<N>/outcomes/part-*.arrow         finished replicates (Arrow, signed), appended as they finish
     <experiment>/v<N>/replicate_<i>/<condition>/<step>/<artifact>
     <experiment>/v<N>/metrics.parquet               long form: condition, replicate, metric, value
     <experiment>/v<N>/run.json                      provenance; written last, so it marks a finished run
@@ -57,6 +57,10 @@ def artifact(experiment: str, version: int, replicate: int, condition: str, step
             check_relative(name, f"artifact name (step '{step}')"),
         )
     )
+
+
+def cache_dir(fingerprint: str) -> str:
+    return check_segment(fingerprint, "step fingerprint")
 
 
 def cache_entry(fingerprint: str, key: str) -> str:

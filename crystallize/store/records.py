@@ -1,9 +1,30 @@
 """Run records: what a run set out to do, every finished replicate as it finishes, and the final summary.
 
-``plan.json`` is written before the first task, outcome parts while the run goes
-(each part an Arrow IPC file, published atomically), ``metrics.parquet`` and then
-``run.json`` at the end: a version with ``run.json`` finished; one without it was
-interrupted and can be resumed from its outcome parts.
+A version folder holds (see :mod:`crystallize.store.layout`):
+
+``plan.json``
+    Written before the first task: what the run set out to do (JSON).
+``outcomes/part-<ns>-<hex>.arrow``
+    Finished replicates, flushed in small parts while the run goes, each published
+    atomically. A part is ``MAGIC | header length | header JSON | Arrow IPC stream``:
+    the stream has a fixed schema, one row per outcome (condition, replicate, seed as
+    decimal text, seconds, the error fields, steps, artifacts, reads, and each metric's
+    values as JSON text in which tuples, non-string dict keys, NumPy scalars and NumPy
+    arrays are tagged so they come back as the same types); the header carries the
+    SHA-256 of header and body and an HMAC-SHA256 with the signing key
+    (:func:`crystallize.store.locations.cache_signing_key`). Both are checked before
+    anything is decoded, and decoding is Arrow and JSON only: reading a record never
+    runs code. A part that fails the check, or one from an older version (checksummed
+    pickles, ``CRYSTALLIZE-OUTCOMES-1``, never unpickled), is skipped with a warning
+    naming it, and its replicates rerun on resume.
+``metrics.parquet``
+    Written at the end: the metrics in long form.
+``run.json``
+    Written last (JSON): provenance, errors, hypotheses, the SHA-256 of
+    ``metrics.parquet`` and the name and SHA-256 of every outcome part the run is made
+    of, so a finished run whose files were damaged or lost afterwards can say so. A
+    version with ``run.json`` finished; one without it was interrupted and can be
+    resumed from its outcome parts.
 
 This module writes and decodes the records and owns the version-folder primitives
 (list, claim, prune); finding, opening, listing and resetting runs goes through
@@ -13,24 +34,43 @@ This module writes and decodes the records and owns the version-folder primitive
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
-import pickle
+import struct
 import time
 import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
-
-from ..engine.plan import ReplicateOutcome
-from ..errors import CorruptRecordError
+from ..engine.plan import (
+    ArtifactEntry,
+    ErrorRecord,
+    ReplicateOutcome,
+    StepRecord,
+    decode_metric_values,
+    encode_metrics,
+    ensure_storable,
+)
+from ..errors import CorruptRecordError, ValidationError
 from . import layout
 from .filesystem import Store
+from .locations import cache_signing_key
 
 if TYPE_CHECKING:
     from ..results import Result
 
 logger = logging.getLogger(__name__)
+
+
+class OldRecordError(CorruptRecordError):
+    """An outcome part written by an older version of Crystallize (a pickle): skipped, never loaded."""
+
+
+def signing_key() -> bytes | None:
+    """The key outcome parts are signed and checked with (the driver's cache signing key)."""
+    return cache_signing_key()
 
 
 def json_default(value: Any) -> Any:
@@ -83,6 +123,14 @@ class RunRecorder:
         self.flush_seconds = flush_seconds
         self._buffer: list[ReplicateOutcome] = []
         self._last_flush = 0.0
+        self._key: bytes | None = None
+        self._keyed = False
+        self._written: dict[str, str] = {}  # part name -> SHA-256 of its bytes, for run.json
+
+    def key(self) -> bytes | None:
+        if not self._keyed:
+            self._key, self._keyed = signing_key(), True
+        return self._key
 
     def write_plan(self, plan: dict[str, Any]) -> None:
         self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.PLAN), dumps_json(plan))
@@ -97,9 +145,27 @@ class RunRecorder:
         if not self._buffer:
             return
         outcomes, self._buffer = self._buffer, []
-        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.pkl"
-        self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), encode_part(outcomes))
+        part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
+        blob = encode_part(outcomes, self.key())
+        self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), blob)
+        self._written[part] = hashlib.sha256(blob).hexdigest()
         self._last_flush = time.monotonic()
+
+    def _parts(self) -> dict[str, str]:
+        """Every intact part of the version (this session's, and those a resumed run started from)."""
+        folder = f"{layout.version_dir(self.experiment, self.version)}/{layout.OUTCOMES}"
+        parts: dict[str, str] = {}
+        for name in _part_names(self.store, folder):
+            if name in self._written:
+                parts[name] = self._written[name]
+                continue
+            try:
+                blob = self.store.read_bytes(f"{folder}/{name}")
+                decode_part(blob, self.key())
+            except Exception:  # noqa: BLE001 - skipped on resume already; its replicates were rerun
+                continue
+            parts[name] = hashlib.sha256(blob).hexdigest()
+        return parts
 
     def finish(self, result: Result) -> None:
         """Flush, then write ``metrics.parquet`` and, last, ``run.json`` (the mark of a finished run)."""
@@ -109,9 +175,8 @@ class RunRecorder:
         self.flush()
         sink = pa.BufferOutputStream()
         pq.write_table(result.to_arrow(), sink)
-        self.store.write_bytes(
-            layout.run_file(self.experiment, self.version, layout.METRICS), sink.getvalue().to_pybytes()
-        )
+        metrics = sink.getvalue().to_pybytes()
+        self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.METRICS), metrics)
         record = {
             "experiment": self.experiment,
             "version": self.version,
@@ -128,48 +193,275 @@ class RunRecorder:
                 }
                 for h in result.metrics.hypotheses
             ],
+            "checksums": {
+                layout.METRICS: hashlib.sha256(metrics).hexdigest(),
+                **{f"{layout.OUTCOMES}/{name}": sha for name, sha in sorted(self._parts().items())},
+            },
         }
         self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.RUN_RECORD), dumps_json(record))
 
 
-_PART_MAGIC = b"CRYSTALLIZE-OUTCOMES-1\n"
+# ------------------------------------------------------------------ outcome parts
+
+PART_SUFFIX = ".arrow"
+_PART_MAGIC = b"CRYSTALLIZE-OUTCOMES-2\n"
+_OLD_PART_MAGIC = b"CRYSTALLIZE-OUTCOMES-1\n"  # checksummed pickles of older versions: never unpickled
+_PART_FORMAT = "arrow-ipc-stream"
 
 
-def encode_part(outcomes: list[ReplicateOutcome]) -> bytes:
-    """Outcomes as one checksummed pickle (plain pickle when it can, cloudpickle for exotic metric values)."""
+def _part_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("condition", pa.string(), nullable=False),
+            pa.field("replicate", pa.int64(), nullable=False),
+            pa.field("seed", pa.string()),  # decimal text: a seed is any Python int
+            pa.field("seconds", pa.float64(), nullable=False),
+            pa.field("error_stage", pa.string()),
+            pa.field("error_type", pa.string()),
+            pa.field("error_message", pa.string()),
+            pa.field("error_traceback", pa.string()),
+            pa.field("error_exception_types", pa.list_(pa.string())),
+            pa.field("error_attempts", pa.int64()),
+            pa.field(
+                "steps",
+                pa.list_(pa.struct([("step", pa.string()), ("seconds", pa.float64()), ("cache_hit", pa.bool_())])),
+            ),
+            pa.field(
+                "artifacts",
+                pa.list_(
+                    pa.struct(
+                        [
+                            ("step", pa.string()),
+                            ("name", pa.string()),
+                            ("size", pa.int64()),
+                            ("checksum", pa.string()),
+                            ("path", pa.string()),
+                        ]
+                    )
+                ),
+            ),
+            pa.field("reads", pa.list_(pa.string())),
+            pa.field("metrics", pa.list_(pa.struct([("name", pa.string()), ("values", pa.string())]))),
+        ]
+    )
+
+
+def _outcome_row(outcome: ReplicateOutcome) -> dict[str, Any]:
     try:
-        payload = pickle.dumps(outcomes, protocol=5)
-    except Exception:  # noqa: BLE001 - lambdas or local classes among metric values
-        payload = cloudpickle.dumps(outcomes, protocol=5)
-    return _PART_MAGIC + hashlib.sha256(payload).digest() + payload
+        metrics = encode_metrics(outcome.metrics)
+    except ValidationError:  # not folded first (the driver folds before it records): fail it here
+        metrics = encode_metrics(ensure_storable(outcome).metrics)
+    error = outcome.error
+    return {
+        "condition": outcome.condition,
+        "replicate": outcome.replicate,
+        "seed": None if outcome.seed is None else str(int(outcome.seed)),
+        "seconds": float(outcome.seconds),
+        "error_stage": error.stage if error else None,
+        "error_type": error.exception_type if error else None,
+        "error_message": error.message if error else None,
+        "error_traceback": error.traceback if error else None,
+        "error_exception_types": list(error.exception_types) if error else None,
+        "error_attempts": error.attempts if error else None,
+        "steps": [{"step": s.step, "seconds": float(s.seconds), "cache_hit": bool(s.cache_hit)} for s in outcome.steps],
+        "artifacts": [
+            {"step": a.step, "name": a.name, "size": int(a.size), "checksum": a.checksum, "path": a.path}
+            for a in outcome.artifacts
+        ],
+        "reads": list(outcome.reads),
+        "metrics": [{"name": name, "values": text} for name, text in metrics],
+    }
 
 
-def decode_part(blob: bytes) -> list[ReplicateOutcome]:
-    start = len(_PART_MAGIC) + 32
-    if not blob.startswith(_PART_MAGIC) or hashlib.sha256(blob[start:]).digest() != blob[len(_PART_MAGIC) : start]:
-        raise CorruptRecordError("truncated or altered outcome record")
-    return pickle.loads(blob[start:])
+def _outcome_from_row(row: dict[str, Any]) -> ReplicateOutcome:
+    condition, replicate = row["condition"], row["replicate"]
+    if condition is None or replicate is None or row["seconds"] is None:
+        raise CorruptRecordError("an outcome without its condition, replicate or time")
+    error = None
+    if row["error_type"] is not None:
+        error = ErrorRecord(
+            stage=row["error_stage"] or "",
+            exception_type=row["error_type"],
+            message=row["error_message"] or "",
+            traceback=row["error_traceback"] or "",
+            condition=condition,
+            replicate=replicate,
+            exception_types=tuple(row["error_exception_types"] or ()),
+            attempts=row["error_attempts"] if row["error_attempts"] is not None else 1,
+        )
+    return ReplicateOutcome(
+        condition=condition,
+        replicate=replicate,
+        seed=None if row["seed"] is None else int(row["seed"]),
+        metrics={m["name"]: decode_metric_values(m["values"]) for m in row["metrics"] or ()},
+        steps=[StepRecord(s["step"], s["seconds"], bool(s["cache_hit"])) for s in row["steps"] or ()],
+        artifacts=[
+            ArtifactEntry(step=a["step"], name=a["name"], size=a["size"], checksum=a["checksum"], path=a["path"])
+            for a in row["artifacts"] or ()
+        ],
+        error=error,
+        seconds=row["seconds"],
+        reads=tuple(row["reads"] or ()),
+    )
+
+
+def _digests(core: bytes, body: bytes, key: bytes | None) -> tuple[str, str | None]:
+    digest = hashlib.sha256(core)
+    digest.update(body)
+    signature = None
+    if key is not None:
+        mac = hmac.new(key, core, hashlib.sha256)
+        mac.update(body)
+        signature = mac.hexdigest()
+    return digest.hexdigest(), signature
+
+
+def encode_part(outcomes: list[ReplicateOutcome], key: bytes | None = None) -> bytes:
+    """Outcomes as one part: ``MAGIC | header length | header JSON | Arrow IPC stream`` (one row per outcome).
+
+    The header carries the SHA-256 of its other fields plus the body and, with a key, an
+    HMAC-SHA256 of the same. A metric value that cannot be stored exactly turns its outcome
+    into a failed one first (:func:`crystallize.engine.plan.ensure_storable`).
+    """
+    import pyarrow as pa
+
+    schema = _part_schema()
+    table = pa.Table.from_pylist([_outcome_row(o) for o in outcomes], schema=schema)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    core = {"format": _PART_FORMAT, "rows": len(outcomes)}
+    sha, signature = _digests(json.dumps(core, sort_keys=True).encode(), body, key)
+    header = {**core, "sha256": sha, **({"hmac": signature} if signature is not None else {})}
+    header_bytes = json.dumps(header, sort_keys=True).encode()
+    return _PART_MAGIC + struct.pack("<I", len(header_bytes)) + header_bytes + body
+
+
+def decode_part(blob: bytes, key: bytes | None = None) -> list[ReplicateOutcome]:
+    """The outcomes of a part; ``CorruptRecordError`` unless it is intact (and, with ``key``, signed by it).
+
+    Nothing is decoded before the checksum (and signature) check out, and what is decoded is
+    Arrow data of a fixed schema and JSON text: reading a part never runs code.
+    """
+    if blob.startswith(_OLD_PART_MAGIC):
+        raise OldRecordError(
+            "written by an older version of Crystallize as a pickle, which is never loaded (it could run code)"
+        )
+    if not blob.startswith(_PART_MAGIC) or len(blob) < len(_PART_MAGIC) + 4:
+        raise CorruptRecordError("truncated or altered outcome record (not an outcome part)")
+    (length,) = struct.unpack_from("<I", blob, len(_PART_MAGIC))
+    start = len(_PART_MAGIC) + 4
+    try:
+        header = json.loads(blob[start : start + length])
+        sha, signature = str(header.pop("sha256")), header.pop("hmac", None)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptRecordError(f"truncated or altered outcome record (unreadable header: {exc})") from exc
+    body = blob[start + length :]
+    expected_sha, expected_signature = _digests(json.dumps(header, sort_keys=True).encode(), body, key)
+    if not hmac.compare_digest(expected_sha, sha):
+        raise CorruptRecordError("truncated or altered outcome record (checksum mismatch)")
+    if expected_signature is not None and not (
+        isinstance(signature, str) and hmac.compare_digest(expected_signature, signature)
+    ):
+        raise CorruptRecordError("outcome record not signed with this signing key (not trusted)")
+    if header.get("format") != _PART_FORMAT:
+        raise CorruptRecordError(f"unknown outcome record format {header.get('format')!r}")
+    import pyarrow as pa
+
+    try:
+        reader = pa.ipc.open_stream(pa.BufferReader(body))
+        if not reader.schema.equals(_part_schema()):
+            raise CorruptRecordError("outcome record with an unexpected schema")
+        rows = reader.read_all().to_pylist()
+        if len(rows) != header.get("rows"):
+            raise CorruptRecordError("outcome record holds a different number of outcomes than its header says")
+        return [_outcome_from_row(row) for row in rows]
+    except CorruptRecordError:
+        raise
+    except Exception as exc:  # whatever Arrow or a field makes of bad bytes, the record is bad
+        raise CorruptRecordError(f"unreadable outcome record: {type(exc).__name__}: {exc}") from exc
+
+
+def parse_json(blob: bytes) -> dict[str, Any]:
+    """A JSON record's object; ``CorruptRecordError`` saying what is wrong with it."""
+    try:
+        value = json.loads(blob)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both
+        raise CorruptRecordError(f"truncated or not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise CorruptRecordError("not a JSON object")
+    return value
 
 
 def read_json(store: Store, relative: str) -> dict[str, Any] | None:
+    """A JSON record (None when it does not exist); ``CorruptRecordError`` naming the file when it is damaged."""
     try:
-        return json.loads(store.read_bytes(relative))
+        blob = store.read_bytes(relative)
     except FileNotFoundError:
         return None
+    try:
+        return parse_json(blob)
+    except CorruptRecordError as exc:
+        raise CorruptRecordError(f"{store.uri(relative)} is damaged: {exc}") from exc
+
+
+@dataclass
+class OutcomeRead:
+    """What reading a version's outcome parts found: the outcomes, every part by name with the
+    SHA-256 of its bytes, and each part that was skipped with the reason."""
+
+    outcomes: dict[tuple[str, int], ReplicateOutcome] = field(default_factory=dict)
+    parts: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+_OLD_PART_SUFFIX = ".pkl"
+
+
+def _part_names(store: Store, folder: str) -> list[str]:
+    """Outcome part names, oldest first (names start with the time they were written)."""
+    names = store.list_dir(folder)
+    return sorted(n for n in names if n.startswith("part-") and n.endswith((PART_SUFFIX, _OLD_PART_SUFFIX)))
+
+
+def read_outcomes(store: Store, experiment: str, version: int, only: Collection[str] | None = None) -> OutcomeRead:
+    """Every intact outcome of a version (``only``: of the parts so named); a later record of the
+    same task replaces an earlier one.
+
+    A part that is damaged, not signed with the signing key, or from an older version is
+    skipped with a warning naming it; its replicates rerun on resume.
+    """
+    folder = f"{layout.version_dir(experiment, version)}/{layout.OUTCOMES}"
+    key = signing_key()
+    found = OutcomeRead()
+    for name in _part_names(store, folder):
+        if only is not None and name not in only:
+            continue
+        try:
+            blob = store.read_bytes(f"{folder}/{name}")
+        except FileNotFoundError:  # deleted since the listing (a reset, a prune)
+            continue
+        found.parts[name] = hashlib.sha256(blob).hexdigest()
+        try:
+            batch = decode_part(blob, key)
+        except OldRecordError as exc:
+            found.skipped[name] = str(exc)
+            logger.warning(
+                "Skipping outcome record %s/%s: %s; its replicates rerun on resume", store.uri(folder), name, exc
+            )
+            continue
+        except Exception as exc:  # noqa: BLE001 - a damaged part costs its replicates a rerun, nothing more
+            found.skipped[name] = str(exc)
+            logger.warning("Skipping unreadable outcome record %s/%s: %s", store.uri(folder), name, exc)
+            continue
+        for outcome in batch:
+            found.outcomes[(outcome.condition, outcome.replicate)] = outcome
+    return found
 
 
 def load_outcomes(store: Store, experiment: str, version: int) -> dict[tuple[str, int], ReplicateOutcome]:
-    """Every recorded outcome of a version; a later record of the same task replaces an earlier one."""
-    folder = f"{layout.version_dir(experiment, version)}/{layout.OUTCOMES}"
-    outcomes: dict[tuple[str, int], ReplicateOutcome] = {}
-    for name in store.list_dir(folder):
-        if not name.startswith("part-") or not name.endswith(".pkl"):
-            continue
-        try:
-            batch = decode_part(store.read_bytes(f"{folder}/{name}"))
-        except Exception as exc:  # noqa: BLE001 - a damaged part costs its replicates a rerun, nothing more
-            logger.warning("Skipping unreadable outcome record %s/%s: %s", folder, name, exc)
-            continue
-        for outcome in batch:
-            outcomes[(outcome.condition, outcome.replicate)] = outcome
-    return outcomes
+    """Every intact recorded outcome of a version (see :func:`read_outcomes`)."""
+    return read_outcomes(store, experiment, version).outcomes

@@ -384,7 +384,7 @@ class StoreConformance:
     def test_fuzzed_names_never_escape_the_store(self, store_root: str, tmp_path: Path) -> None:
         names = fuzz_names(1000, seed=20251123)
         verdicts = [accepted(n) for n in names]
-        assert 150 < sum(verdicts) < 850, sum(verdicts)
+        assert 100 < sum(verdicts) < 850, sum(verdicts)  # both verdicts well represented
         assert sum(map(obviously_unsafe, names)) > 300
         for name, ok in zip(names, verdicts, strict=True):
             if obviously_unsafe(name):
