@@ -58,6 +58,7 @@ def _fsync_dir(path: str) -> None:
     finally:
         os.close(fd)
 
+
 logger = logging.getLogger(__name__)
 
 # Flat key spaces: "creating" a parent there means one marker object per level, a request each.
