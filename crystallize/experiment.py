@@ -32,6 +32,7 @@ from .plugins.seed import SeedPlugin
 from .results import Result
 from .store import layout
 from .store.filesystem import Store
+from .store.lease import Lease
 from .store.locations import cache_disabled, cache_location, cache_signing_key
 from .store.records import RunRecorder, claim_version
 from .store.repository import RunRepository
@@ -421,13 +422,26 @@ class Experiment:
         except OSError as exc:
             raise _store_error(store, self.id, exc) from exc
         session: list[RunSession] = []
+        lease = Lease(
+            store,
+            self.id,
+            version,
+            expires_after=artifact_plugin.lease_seconds,
+            renew_every=artifact_plugin.lease_renew_seconds,
+        )
         try:
+            lease.start()  # before anything else: another run's retention must see this version as live
             with self._open_session(mode, replicates, conditions, store, version, resume, session) as opened:
                 yield opened
         except BaseException:
+            lease.stop()
             if resume is None and (not session or session[0].received == 0):
                 _discard_version(store, self.id, version, whole=fresh_folder)
             raise
+        finally:
+            lease.stop()  # an unfinished run's lease then expires by itself
+        if store.exists(layout.run_file(self.id, version, layout.RUN_RECORD)):
+            lease.release()
 
     @contextlib.contextmanager
     def _open_session(

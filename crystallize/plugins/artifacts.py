@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RunNotFoundError, ValidationError
 from ..store import layout
 from ..store.filesystem import Store
+from ..store.lease import DEFAULT_EXPIRES_AFTER, DEFAULT_RENEW_EVERY
 from ..store.locations import data_location
 from ..store.repository import RunRepository, parse_location
 from .base import BasePlugin
@@ -37,12 +38,17 @@ class ArtifactPlugin(BasePlugin):
     (``versioned=False`` reuses ``v0``); ``artifact_retention`` keeps the newest N versions.
     ``max_artifact_bytes`` (default None: no limit) fails a replicate whose step adds a larger
     artifact, with an error naming the artifact, the step, its size and the limit.
+    A run holds a lease on its version (renewed every ``lease_renew_seconds``, expired
+    ``lease_seconds`` after the last renewal): retention deletes only finished versions and
+    versions whose lease expired, never one another process is still writing.
     """
 
     root_dir: str | None = None
     versioned: bool = True
     artifact_retention: int | None = None
     max_artifact_bytes: int | None = None
+    lease_seconds: float = DEFAULT_EXPIRES_AFTER
+    lease_renew_seconds: float = DEFAULT_RENEW_EVERY
     version: int | None = field(default=None, init=False)
     experiment_id: str | None = field(default=None, init=False)
     location: str | None = field(default=None, init=False, repr=False)

@@ -56,6 +56,7 @@ from ..engine.plan import (
 from ..errors import CorruptRecordError, ValidationError
 from . import layout
 from .filesystem import Store
+from .lease import is_live, lease_file
 from .locations import cache_signing_key
 
 if TYPE_CHECKING:
@@ -104,13 +105,30 @@ def claim_version(store: Store, experiment: str) -> int:
 
 
 def prune_versions(store: Store, experiment: str, keep: int, protect: int | None = None) -> list[int]:
-    """Delete all but the newest ``keep`` versions (``protect`` always stays); returns what was removed."""
+    """Delete all but the newest ``keep`` versions (``protect`` always stays); returns what was removed.
+
+    Only versions no run is writing are deleted: finished ones (with ``run.json``) and unfinished
+    ones whose lease expired (the run that wrote them died). An unfinished version with a live
+    lease, or with no lease at all (nothing says it is dead), stays.
+    """
     versions = list_versions(store, experiment)
     kept = set(versions[-keep:]) if keep > 0 else set()
-    doomed = [v for v in versions if v not in kept and v != protect]
+    doomed = []
+    for version in versions:
+        if version in kept or version == protect:
+            continue
+        finished = store.exists(layout.run_file(experiment, version, layout.RUN_RECORD))
+        if finished or _lease_expired(store, experiment, version):
+            doomed.append(version)
+        else:
+            logger.info("Keeping '%s' v%d: a run may still be writing it (no expired lease)", experiment, version)
     for version in doomed:
         store.delete(layout.version_dir(experiment, version))
     return doomed
+
+
+def _lease_expired(store: Store, experiment: str, version: int) -> bool:
+    return store.exists(lease_file(experiment, version)) and not is_live(store, experiment, version)
 
 
 class RunRecorder:
