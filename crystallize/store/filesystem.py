@@ -173,14 +173,19 @@ class Store:
 
     def _local_entries(self, path: str, recursive: bool) -> Iterator[tuple[str, os.stat_result]]:
         """(path, stat) of the files under ``path``; links that lead out of the root are skipped, loops cut."""
-        seen: set[str] = set()
-        pending = [path]
+        # Loops (only links make them) are cut by the folders' (device, inode), which the walk
+        # already has from stat(): resolving every folder's path would cost a call per component.
+        try:
+            top = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        seen: set[tuple[int, int]] = set()
+        pending = [(path, (top.st_dev, top.st_ino))]
         while pending:
-            folder = pending.pop()
-            real = os.path.realpath(folder)
-            if real in seen:
+            folder, identity = pending.pop()
+            if identity in seen:
                 continue
-            seen.add(real)
+            seen.add(identity)
             try:
                 entries = list(os.scandir(folder))
             except (FileNotFoundError, NotADirectoryError):
@@ -195,7 +200,7 @@ class Store:
                     continue
                 if stat.S_ISDIR(info.st_mode):
                     if recursive:
-                        pending.append(child)
+                        pending.append((child, (info.st_dev, info.st_ino)))
                 elif stat.S_ISREG(info.st_mode):
                     yield child, info
 
