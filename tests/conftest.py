@@ -78,18 +78,11 @@ def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The root of a store of this test's own: a folder in ``tmp_path`` or a fresh S3 bucket/prefix.
 
     The S3 side needs the ``moto_endpoint`` fixture: a module using this one imports it from
-    ``s3_server``, as test_store.py does (whose own copy of this fixture shadows this one there).
+    ``s3_server``.
     """
-    import uuid
+    from s3_server import make_store_root
 
-    from s3_server import new_bucket
-
-    if request.param == "local":
-        root = tmp_path / "sandbox" / "store"
-        root.mkdir(parents=True)
-        return str(root)
-    endpoint = request.getfixturevalue("moto_endpoint")
-    return f"s3://{new_bucket(endpoint)}/store-{uuid.uuid4().hex[:8]}"
+    return make_store_root(request, tmp_path)
 
 
 from collections.abc import Iterator  # noqa: E402  (appended with the fixtures below)

@@ -12,6 +12,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,3 +93,14 @@ def moto_endpoint() -> Iterator[str]:
 def s3_bucket(moto_endpoint: str) -> str:
     """A bucket of this test's own."""
     return new_bucket(moto_endpoint)
+
+
+def make_store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The root of a store of this test's own: a folder in ``tmp_path``, or a fresh S3 bucket/prefix
+    (``request.param`` says which; the S3 side uses the ``moto_endpoint`` fixture)."""
+    if request.param == "local":
+        root = tmp_path / "sandbox" / "store"
+        root.mkdir(parents=True)
+        return str(root)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return f"s3://{new_bucket(endpoint)}/store-{uuid.uuid4().hex[:8]}"

@@ -21,6 +21,7 @@ from crystallize import (
     exit_step,
     pipeline_step,
 )
+from crystallize.testing.steps import must_not_run, total
 
 # ---------------------------------------------------------------- module-level parts
 
@@ -41,16 +42,6 @@ def noisy(ctx):
 @pipeline_step
 def add_delta(data, ctx, *, delta=0.0):
     return [x + delta for x in data]
-
-
-@pipeline_step
-def total(data, ctx):
-    return float(sum(data)), {"total": float(sum(data))}
-
-
-@pipeline_step
-def must_not_run(data, ctx):
-    raise AssertionError("a step after the exit step ran")
 
 
 @pipeline_step

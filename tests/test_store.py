@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import struct
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from s3_server import list_keys, moto_endpoint, new_bucket, s3_bucket, split_s3  # noqa: F401
+from forgery import Booby
+from s3_server import list_keys, make_store_root, moto_endpoint, new_bucket, s3_bucket, split_s3  # noqa: F401
 
 from crystallize import (
     ArtifactPlugin,
@@ -46,19 +46,7 @@ CALLS = "calls.log"
 # ------------------------------------------------------------------ backends
 
 
-@pytest.fixture(params=["local", "s3"])
-def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The root of a store of this test's own: a folder in ``tmp_path`` or a fresh S3 bucket/prefix."""
-    return make_store_root(request, tmp_path)
-
-
-def make_store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        root = tmp_path / "sandbox" / "store"
-        root.mkdir(parents=True)
-        return str(root)
-    endpoint = request.getfixturevalue("moto_endpoint")
-    return f"s3://{new_bucket(endpoint)}/store-{uuid.uuid4().hex[:8]}"
+# store_root (local and S3) comes from conftest.py; the conformance class below uses make_store_root.
 
 
 def is_s3(root: str) -> bool:
@@ -275,21 +263,6 @@ def test_corrupt_entry_is_recomputed(store_root: str, cache_root: str, caplog: p
 
     third = exp.run()
     assert hits(third, "signed") == 1 and calls("signed") == 2
-
-
-class Booby:
-    """Unpickling this runs code: it creates ``path``."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_spring, (self.path,))
-
-
-def _spring(path: str) -> int:
-    Path(path).write_text("unpickled")
-    return -1
 
 
 def test_cache_signing_key(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from forgery import Booby
 from s3_server import list_keys, moto_endpoint, split_s3  # noqa: F401
 
 from crystallize import (
@@ -73,21 +74,6 @@ def quiet(data: int, ctx: Any) -> int:
     """``guarded`` without the call log (a Ray worker's working folder is not the test's)."""
     ctx.metrics.add("value", data + 100)
     return data + 100
-
-
-class Booby:
-    """Unpickling this runs code: it creates ``path``."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_spring, (self.path,))
-
-
-def _spring(path: str) -> int:
-    Path(path).write_text("unpickled")
-    return -1
 
 
 def experiment(
