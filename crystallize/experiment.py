@@ -409,8 +409,9 @@ class Experiment:
         """
         artifact_plugin = self._plugin(ArtifactPlugin)
         store = artifact_plugin.store()
-        _check_data_root(store, self.id)
-        fresh_folder = resume is None and (artifact_plugin.versioned or not _exists(store, self.id, 0))
+        repository = RunRepository(store)
+        repository.check_writable(self.id)
+        fresh_folder = resume is None and (artifact_plugin.versioned or not repository.has_version(self.id, 0))
         try:
             store.remove_stale_temporaries(layout.experiment_dir(self.id))  # half-written files of killed runs
             if resume is not None:
@@ -420,7 +421,7 @@ class Experiment:
             else:
                 version = 0
         except OSError as exc:
-            raise _store_error(store, self.id, exc) from exc
+            raise repository.write_error(self.id, exc) from exc
         session: list[RunSession] = []
         lease = Lease(
             store,
@@ -436,7 +437,7 @@ class Experiment:
         except BaseException:
             lease.stop()
             if resume is None and (not session or session[0].received == 0):
-                _discard_version(store, self.id, version, whole=fresh_folder)
+                repository.discard(self.id, version, whole=fresh_folder)
             raise
         finally:
             lease.stop()  # an unfinished run's lease then expires by itself
@@ -482,7 +483,7 @@ class Experiment:
                         RunRepository(store).reset(self.id, version)
                     recorder.write_plan(plan)
                 except OSError as exc:
-                    raise _store_error(store, self.id, exc) from exc
+                    raise RunRepository(store).write_error(self.id, exc) from exc
             executor, progress = self._executor()
             try:
                 spec = executor.start(spec) or spec  # what the workers run (None from older executors: unchanged)
@@ -575,52 +576,6 @@ def _warn_unread_keys(session: RunSession, fold: RunFold, conditions: Mapping[st
             f"Experiment '{session.spec.name}': treatment {shown} sets '{key}', but no replicate read it: "
             "no step or datasource uses that key, so it changed nothing. Check the name, or remove it."
         )
-
-
-def _exists(store: Store, experiment: str, version: int) -> bool:
-    try:
-        return store.exists(layout.version_dir(experiment, version))
-    except OSError:
-        return False  # an unreachable store is reported by the claim that follows
-
-
-def _check_data_root(store: Store, experiment: str) -> None:
-    """A local data root must be (or become) a folder this process can write into; checked before anything runs."""
-    if not store.is_local:
-        return  # an object store answers only when used: its errors are turned into ours where it is first used
-    root = store.base
-    probe = root
-    while not os.path.lexists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    fix = "Point ArtifactPlugin(root_dir=...) or $CRYSTALLIZE_DATA_URI at a folder you can write to."
-    if os.path.lexists(probe) and not os.path.isdir(probe):
-        what = "is a file" if probe == root else f"is inside {probe}, which is a file"
-        raise ValidationError(f"Experiment '{experiment}': the data root {root} {what}, not a folder. {fix}")
-    if os.path.isdir(probe) and not os.access(probe, os.W_OK | os.X_OK):
-        what = "is a read-only folder" if probe == root else f"cannot be made: {probe} is read-only"
-        raise ValidationError(f"Experiment '{experiment}': the data root {root} {what} for this user. {fix}")
-
-
-def _store_error(store: Store, experiment: str, exc: OSError) -> ValidationError:
-    return ValidationError(
-        f"Experiment '{experiment}': cannot write the run records into the data root {store.location}: "
-        f"{type(exc).__name__}: {exc}. Check that it is a folder (or bucket) you can write to, or point "
-        "ArtifactPlugin(root_dir=...) or $CRYSTALLIZE_DATA_URI elsewhere."
-    )
-
-
-def _discard_version(store: Store, experiment: str, version: int, *, whole: bool) -> None:
-    """Remove what a session that ran no replicate left: its claimed folder, or (v0 reused) the plan it wrote."""
-    target = layout.version_dir(experiment, version) if whole else layout.run_file(experiment, version, layout.PLAN)
-    try:
-        store.delete(target)
-    except Exception as exc:  # noqa: BLE001 - the error that ended the session matters more
-        logger.warning("Could not remove %s after the run failed before any replicate: %s", store.uri(target), exc)
-    else:
-        logger.info("The run failed before any replicate finished; removed %s", store.uri(target))
 
 
 def _cache_root() -> str | None:

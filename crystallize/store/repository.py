@@ -333,6 +333,52 @@ class RunRepository:
     def prune(self, experiment: str, keep: int, protect: int | None = None) -> list[int]:
         return prune_versions(self.store, experiment, keep, protect)
 
+    # -- starting and abandoning a run ----------------------------------------------
+    def has_version(self, experiment: str, version: int) -> bool:
+        try:
+            return self.store.exists(layout.version_dir(experiment, version))
+        except OSError:
+            return False  # an unreachable store is reported by the claim that follows
+
+    def check_writable(self, experiment: str) -> None:
+        """A local data root must be (or become) a folder this process can write into; checked before anything runs."""
+        store = self.store
+        if not store.is_local:
+            return  # an object store answers only when used: its errors are turned into ours where it is first used
+        root = store.base
+        probe = root
+        while not os.path.lexists(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        fix = "Point ArtifactPlugin(root_dir=...) or $CRYSTALLIZE_DATA_URI at a folder you can write to."
+        if os.path.lexists(probe) and not os.path.isdir(probe):
+            what = "is a file" if probe == root else f"is inside {probe}, which is a file"
+            raise ValidationError(f"Experiment '{experiment}': the data root {root} {what}, not a folder. {fix}")
+        if os.path.isdir(probe) and not os.access(probe, os.W_OK | os.X_OK):
+            what = "is a read-only folder" if probe == root else f"cannot be made: {probe} is read-only"
+            raise ValidationError(f"Experiment '{experiment}': the data root {root} {what} for this user. {fix}")
+
+    def write_error(self, experiment: str, exc: OSError) -> ValidationError:
+        """The error for a store that refused the run's records."""
+        return ValidationError(
+            f"Experiment '{experiment}': cannot write the run records into the data root {self.store.location}: "
+            f"{type(exc).__name__}: {exc}. Check that it is a folder (or bucket) you can write to, or point "
+            "ArtifactPlugin(root_dir=...) or $CRYSTALLIZE_DATA_URI elsewhere."
+        )
+
+    def discard(self, experiment: str, version: int, *, whole: bool) -> None:
+        """Remove what a session that ran no replicate left: its claimed folder, or (v0 reused) the plan it wrote."""
+        store = self.store
+        target = layout.version_dir(experiment, version) if whole else layout.run_file(experiment, version, layout.PLAN)
+        try:
+            store.delete(target)
+        except Exception as exc:  # noqa: BLE001 - the error that ended the session matters more
+            logger.warning("Could not remove %s after the run failed before any replicate: %s", store.uri(target), exc)
+        else:
+            logger.info("The run failed before any replicate finished; removed %s", store.uri(target))
+
     def reset(self, experiment: str, version: int) -> None:
         """Remove a version's run records before an unversioned rerun into it, so old outcomes cannot mix in.
 
