@@ -10,7 +10,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, FunctionType, ModuleType
 from typing import Any
 
 import cloudpickle
@@ -61,9 +61,33 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Mod
     cloudpickle.unregister_pickle_by_value(module)
 
 
-def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _shipped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as the installed cloudpickle ships it by value (3.1+ renames its file, 2.x keeps it)."""
     copy = cloudpickle.loads(cloudpickle.dumps(fn))
     assert copy is not fn
+    return copy
+
+
+def _renamed(code: CodeType) -> CodeType:
+    consts = tuple(_renamed(c) if isinstance(c, CodeType) else c for c in code.co_consts)
+    return code.replace(co_filename=DYNAMIC_CODE_FILENAME, co_consts=consts)
+
+
+def _by_value(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A by-value copy whose code says ``<dynamic-code>`` whatever cloudpickle is installed.
+
+    The mapping is ours to test on every cloudpickle we support; only
+    ``test_by_value_traceback_names_the_users_file`` depends on what cloudpickle itself does.
+    """
+    copy = _shipped(fn)
+    original_file = fn.__code__.co_filename  # type: ignore[attr-defined]
+    copies = [copy, *(g for g in copy.__globals__.values() if isinstance(g, FunctionType))]  # type: ignore[attr-defined]
+    for function in copies:
+        if function.__code__.co_filename == original_file and function is not getattr(
+            sys.modules[fn.__module__], function.__name__, None
+        ):
+            function.__code__ = _renamed(function.__code__)
+    assert copy.__code__.co_filename == DYNAMIC_CODE_FILENAME  # type: ignore[attr-defined]
     return copy
 
 
@@ -96,8 +120,6 @@ def test_by_value_traceback_names_the_users_file(user_module: ModuleType) -> Non
     exc = _raised(_by_value(user_module.validate_all), [1, -2])
     path = str(user_module.__file__)
     stdlib = _stdlib(exc)
-    if DYNAMIC_CODE_FILENAME not in stdlib:
-        pytest.skip(f"cloudpickle {cloudpickle.__version__} keeps co_filename for by-value functions")
     assert path not in stdlib
 
     text = format_exception(exc, origins)
@@ -109,6 +131,17 @@ def test_by_value_traceback_names_the_users_file(user_module: ModuleType) -> Non
     assert text.rstrip().endswith("ValueError: negative value refused: -2")
     # the same frames, only the file names and source lines differ from the stdlib's text
     assert text.count('  File "') == stdlib.count('  File "')
+
+
+def test_code_shipped_by_the_installed_cloudpickle_names_the_users_file(user_module: ModuleType) -> None:
+    """3.1+ renames shipped code to ``<dynamic-code>`` (mapped back); 2.x keeps the file (left alone)."""
+    origins = code_origins([user_module.validate_all])
+    exc = _raised(_shipped(user_module.validate_all), [-4])
+    text = format_exception(exc, origins)
+    path = str(user_module.__file__)
+    assert f'File "{path}", line {_line_of(path, RAISE_LINE)}, in validate' in text
+    assert RAISE_LINE in text
+    assert DYNAMIC_CODE_FILENAME not in text
 
 
 def test_chained_exceptions_are_rewritten_too(user_module: ModuleType) -> None:
