@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .constants import BASELINE_CONDITION, FRAMEWORK_KEYS
 from .datasource import DataSource, resolve_inputs
+from .engine.claimed import ClaimedRun
 from .engine.driver import RunSession, setup_steps
 from .engine.fold import RunFold
 from .engine.identity import compute_identities
@@ -31,10 +32,11 @@ from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import Result
 from .store import layout
+from .store.claims import BlockClaims, cut_blocks
 from .store.filesystem import Store
 from .store.lease import Lease
 from .store.locations import cache_disabled, cache_location, cache_signing_key
-from .store.records import RunRecorder, claim_version
+from .store.records import OutcomeFeed, RunRecorder, claim_version
 from .store.repository import RunRepository
 from .treatment import Treatment
 
@@ -207,22 +209,20 @@ class Experiment:
         with self._session("run", replicates, conditions, resume=resume) as session:
             fold = RunFold(list(conditions))
             if resume is not None:
-                done = {(o.condition, o.replicate): o for o in resume.outcomes.values() if o.error is None}
-                for outcome in done.values():
-                    fold.add(outcome)
-                tasks = [t for t in tasks if (t.condition, t.replicate) not in done]
+                done = sum(1 for t in tasks if resume.outcomes.get(t) is not None and resume.outcomes[t].error is None)
                 logger.info(
                     "Resuming '%s' v%d: %d replicate(s) recorded, %d to run",
                     self.id,
                     resume.version,
-                    len(done),
-                    len(tasks),
+                    done,
+                    len(tasks) - done,
                 )
-            session.execute(tasks, conditions, fold)
+            shared = _claimed_run(session, tasks, resume)
+            shared.execute(conditions, fold)
             _warn_unread_keys(session, fold, conditions)
             provenance = session.provenance(list(conditions), conditions)
             if resume is not None:
-                provenance["resumed"] = {"version": resume.version, "reused": fold.completed - len(tasks)}
+                provenance["resumed"] = {"version": resume.version, "reused": fold.completed - shared.ran}
             result = fold.build_result(hypotheses, replicates, provenance)
             session.finish(result)
         return result
@@ -390,7 +390,7 @@ class Experiment:
             return None
         if run.plan.get("mode") != "run":
             raise ValidationError(f"cannot resume '{self.id}' v{run.version}: it is an optimize() record, not a run()")
-        return ResumePoint(run.version, run.plan, run.outcomes)
+        return ResumePoint(run.version, run.plan, run.outcomes, frozenset(run.read.parts) | frozenset(run.read.skipped))
 
     @contextlib.contextmanager
     def _session(
@@ -433,6 +433,7 @@ class Experiment:
         try:
             lease.start()  # before anything else: another run's retention must see this version as live
             with self._open_session(mode, replicates, conditions, store, version, resume, session) as opened:
+                opened.holder = lease.holder
                 yield opened
         except BaseException:
             lease.stop()
@@ -596,6 +597,18 @@ class ResumePoint:
     version: int
     plan: dict[str, Any]
     outcomes: dict[tuple[str, int], ReplicateOutcome]
+    parts: frozenset[str] = frozenset()  # the outcome parts read for ``outcomes``
+
+
+def _claimed_run(session: RunSession, tasks: list[ReplicateTask], resume: ResumePoint | None) -> ClaimedRun:
+    """The session's share of its version's tasks, claimed block by block (see :mod:`.engine.claimed`)."""
+    recorder = session.recorder
+    assert recorder is not None and session.holder is not None, "run() sessions record and hold a lease"
+    blocks = cut_blocks(tasks)
+    claims = BlockClaims(recorder.store, recorder.experiment, recorder.version, session.holder, len(blocks))
+    feed = OutcomeFeed(recorder.store, recorder.experiment, recorder.version, resume.parts if resume else ())
+    recorded = resume.outcomes if resume is not None else {}
+    return ClaimedRun(session, claims, blocks, recorded, lambda: feed.read_new(skip=recorder.written_parts))
 
 
 def _as_treatment(value: Any) -> Treatment:

@@ -88,11 +88,12 @@ def test_ctrl_c_cancels_quickly_keeps_finished_replicates_and_leaves_nothing_beh
             os.killpg(proc.pid, signal.SIGKILL)
     lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     assert "INTERRUPTED" in lines, out
-    assert float(lines["INTERRUPTED"]) - sent < 2.0
+    # the goal is under 2 s (see benchmarks/fault_timings.py); a loaded CI machine is allowed 5 s
+    assert float(lines["INTERRUPTED"]) - sent < 5.0
     kept = int(lines["KEPT"])
     assert 0 < kept < 200
 
-    gone_by = time.monotonic() + 30
+    gone_by = time.monotonic() + 10  # nothing of ours is alive 10 s after the interrupted run ended
     while time.monotonic() < gone_by and any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ours):
         time.sleep(0.5)
     left = [p.pid for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

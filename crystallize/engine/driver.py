@@ -53,6 +53,7 @@ class RunSession:
         self.started = time.perf_counter()
         self.warnings: list[str] = []
         self.received = 0  # outcomes that came back; a session that got none leaves no version behind
+        self.holder: str | None = None  # this session's holder id, for block claims (set by the experiment)
         if executor.shares_global_rng():
             self.warn(
                 f"Experiment '{spec.name}': the thread executor runs {executor.parallelism()} replicates at once "
@@ -72,8 +73,19 @@ class RunSession:
     def parallelism(self) -> int:
         return self.executor.parallelism()
 
-    def execute(self, tasks: Sequence[ReplicateTask], conditions: Conditions, fold: RunFold, label: str = "") -> None:
-        """Run ``tasks`` and fold (and record) each outcome as it arrives, reporting progress."""
+    def execute(
+        self,
+        tasks: Sequence[ReplicateTask],
+        conditions: Conditions,
+        fold: RunFold,
+        label: str = "",
+        *,
+        after_each: Callable[[tuple[str, int]], None] | None = None,
+    ) -> None:
+        """Run ``tasks`` and fold (and record) each outcome as it arrives, reporting progress.
+
+        ``after_each`` hears of each task once its outcome is folded and handed to the recorder.
+        """
         artifact_writer = self._driver_side_artifact_writer()
         with make_reporter(self.spec.name, label, tasks, self.progress) as reporter:
             for outcome in self.executor.map(tasks, conditions):
@@ -84,6 +96,13 @@ class RunSession:
                 if self.recorder is not None:
                     self.recorder.record(outcome)
                 reporter.update(outcome)
+                if after_each is not None:
+                    after_each((outcome.condition, outcome.replicate))
+
+    def flush_records(self) -> None:
+        """Publish the outcomes recorded so far (before a block is marked finished)."""
+        if self.recorder is not None:
+            self.recorder.flush()
 
     def _driver_side_artifact_writer(self) -> Callable[[ReplicateOutcome], None] | None:
         if not self.spec.artifacts_via_driver:

@@ -8,6 +8,18 @@ the rename and its folder after it, so a published file survives the machine dyi
 Temporary files a killed writer left behind (``.<name>.<hex>.tmp``) are removed by
 :meth:`Store.remove_stale_temporaries` once they are older than a grace period.
 
+On S3, pyarrow sends a temporary above one part (10 MiB in pyarrow 26, fixed: it re-cuts
+whatever it is given into parts of that size) as a multipart upload, each part going up in
+the background while the next is written, and smaller ones in a single request. The
+temporary stays even though a multipart upload is itself all-or-nothing: pyarrow's Python
+API cannot abort an upload, and closing the stream, explicitly, on leaving ``with`` or when
+it is garbage-collected, completes it with whatever was written, so an upload straight to
+the final key that an error or an interrupt cut short would publish the truncated object
+there. Two costs remain: the move is a server-side copy, which S3 limits to 5 GiB per
+request, and a part the server refuses leaves an incomplete multipart upload of the
+temporary (no object, but its parts are billed) that only a lifecycle rule
+(``AbortIncompleteMultipartUpload``) removes.
+
 A local store never follows a symbolic link out of its root: every path is resolved
 (``os.path.realpath``) and one that lands outside is refused with
 :class:`~crystallize.errors.StorePathError`; listings skip such links. Object stores
@@ -27,6 +39,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ..errors import StorePathError
@@ -219,11 +232,10 @@ class Store:
     def read_bytes(self, relative: str) -> bytes:
         path = self.full_path(relative)
         try:
-            if self.is_local:  # a seekable file: one allocation instead of chunks joined
-                with self.fs.open_input_file(path) as handle:
-                    return handle.read()
-            with self.fs.open_input_stream(path) as stream:
-                return stream.read()
+            # a random-access file knows its size: one allocation and, on S3, one GET for the
+            # whole object (a stream reads S3 in 256 KiB requests: 1024 for 256 MiB)
+            with self.fs.open_input_file(path) as handle:
+                return handle.read()
         except FileNotFoundError:
             raise
         except OSError as exc:
@@ -278,12 +290,16 @@ class Store:
         if self.is_local:
             self._write_local(path, parent, temporary, data)
             return path
+        # Every piece becomes an Arrow buffer (no copy) before a request goes out: a piece that
+        # is not bytes-like fails here, not after the pieces before it were uploaded for nothing.
+        pieces = data if isinstance(data, list) else (data,)
+        buffers = [part if isinstance(part, pa.Buffer) else pa.py_buffer(part) for part in pieces]
         if not isinstance(self.fs, _OBJECT_STORES):  # object stores have no folders to make
             self.fs.create_dir(parent, recursive=True)
         try:
             with self.fs.open_output_stream(temporary) as stream:
-                for part in data if isinstance(data, list) else (data,):
-                    stream.write(part)
+                for buffer in buffers:
+                    stream.write(buffer)
             self.fs.move(temporary, path)
         except BaseException:
             try:
@@ -373,21 +389,70 @@ class Store:
                 return True
             except FileExistsError:
                 return False
-        claims = f"{relative}/.claims"
         if self.exists(relative) and [n for n in self.list_dir(relative) if n != ".claims"]:
             return False
+        return self._win_by_marker(f"{relative}/.claims", b"")
+
+    def _win_by_marker(self, folder: str, payload: bytes) -> bool:
+        """Object-store exclusive create: write a marker into ``folder``, win if it is the only one.
+
+        Winning needs a listing with no other marker (strong list-after-write consistency makes
+        that safe); the oldest claimant waits for the newer ones to withdraw instead of
+        withdrawing too, so a contested name is still taken by someone rather than skipped.
+        """
         marker = f"{time.time_ns():020d}-{uuid.uuid4().hex}"
-        self.write_bytes(f"{claims}/{marker}", b"")
-        # Winning still needs a listing with no other marker (that is what makes it safe);
-        # the oldest claimant waits for the newer ones to withdraw instead of withdrawing
-        # too, so a contested version is still taken by someone rather than skipped.
+        self.write_bytes(f"{folder}/{marker}", payload)
         for attempt in range(20):  # the oldest gives up after ~1.5 s (a claimant that died mid-claim)
-            others = [name for name in self.list_dir(claims) if name != marker and not name.startswith(".")]
+            others = [name for name in self.list_dir(folder) if name != marker and not name.startswith(".")]
             if not others:
                 return True
             if min(others) < marker or attempt == 19:
-                self.delete(f"{claims}/{marker}")
+                self.delete(f"{folder}/{marker}")
                 time.sleep(random.uniform(0.0, 0.05))
                 return False
             time.sleep(min(0.01 * (attempt + 1), 0.1))
         return False
+
+    def create_exclusive(self, relative: str, payload: bytes) -> bool:
+        """Create ``relative`` holding ``payload`` unless it exists; True for exactly one concurrent caller.
+
+        Locally a hard link of a finished temporary file (``link`` fails when the name is
+        taken), so the file is whole from the moment it exists; not fsynced: callers use it
+        for coordination that is redone when lost. On object stores ``relative`` becomes a
+        folder of claimants' markers, each holding its payload (read with :meth:`read_exclusive`).
+        """
+        path = self.full_path(relative)
+        if not self.is_local:
+            if self.list_dir(relative):
+                return False
+            return self._win_by_marker(relative, payload)
+        parent = posixpath.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        temporary = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        with open(temporary, "xb") as handle:
+            handle.write(payload)
+        try:
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+
+    def read_exclusive(self, relative: str) -> list[bytes]:
+        """The payload(s) at a name made by :meth:`create_exclusive`: one, none, or (object stores,
+        while claimants contend or after one died mid-claim) several."""
+        if self.is_local:
+            try:
+                return [self.read_bytes(relative)]
+            except (FileNotFoundError, IsADirectoryError):
+                return []
+        payloads = []
+        for name in self.list_dir(relative):
+            if name.startswith("."):
+                continue
+            try:
+                payloads.append(self.read_bytes(f"{relative}/{name}"))
+            except FileNotFoundError:  # withdrawn since the listing
+                continue
+        return payloads

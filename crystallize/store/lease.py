@@ -5,19 +5,21 @@ renews it every ``renew_every`` seconds while the run goes. Another process trea
 as live until ``expires_after`` seconds past the last renewal: a run that was killed stops
 renewing and its version becomes fair game once the lease runs out. A finished run (it has
 ``run.json``) drops its lease.
+
+The same thread renews the session's holder file (``holders/<id>.json``, see :mod:`.claims`),
+which keeps its block claims alive; a session that ends, however it ends, removes it at once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 
 from ..errors import ValidationError
 from . import layout
+from .claims import holder_file, holder_record, new_holder_id
 from .filesystem import Store
 
 logger = logging.getLogger(__name__)
@@ -42,24 +44,23 @@ class Lease:
         *,
         expires_after: float = DEFAULT_EXPIRES_AFTER,
         renew_every: float = DEFAULT_RENEW_EVERY,
+        holder: str | None = None,
     ) -> None:
         if renew_every <= 0 or expires_after <= renew_every:
             raise ValidationError(f"a lease needs 0 < renew_every < expires_after, got {renew_every}, {expires_after}")
         self.store = store
         self.relative = lease_file(experiment, version)
+        self.holder = holder or new_holder_id()
+        self.holder_relative = holder_file(experiment, version, self.holder)
         self.expires_after = float(expires_after)
         self.renew_every = float(renew_every)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def renew(self) -> None:
-        record = {
-            "renewed_at": time.time(),
-            "expires_after": self.expires_after,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-        }
-        self.store.write_bytes(self.relative, json.dumps(record).encode())
+        blob = json.dumps(holder_record(self.holder, self.expires_after)).encode()
+        self.store.write_bytes(self.holder_relative, blob)
+        self.store.write_bytes(self.relative, blob)
 
     def start(self) -> None:
         self.renew()
@@ -74,11 +75,15 @@ class Lease:
                 logger.warning("Could not renew the lease %s: %s", self.store.uri(self.relative), exc)
 
     def stop(self) -> None:
-        """Stop renewing (the lease then expires on its own)."""
+        """Stop renewing (the lease then expires on its own) and end this session's claims now."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.renew_every + 5)
             self._thread = None
+        try:
+            self.store.delete(self.holder_relative)
+        except Exception as exc:  # noqa: BLE001 - the claims then end when the holder file expires
+            logger.warning("Could not remove the holder file %s: %s", self.store.uri(self.holder_relative), exc)
 
     def release(self) -> None:
         """Stop renewing and remove the lease (the run finished)."""

@@ -145,6 +145,11 @@ class RunRecorder:
         self._keyed = False
         self._written: dict[str, str] = {}  # part name -> SHA-256 of its bytes, for run.json
 
+    @property
+    def written_parts(self) -> frozenset[str]:
+        """The outcome parts this recorder published."""
+        return frozenset(self._written)
+
     def key(self) -> bytes | None:
         if not self._keyed:
             self._key, self._keyed = signing_key(), True
@@ -478,6 +483,25 @@ def read_outcomes(store: Store, experiment: str, version: int, only: Collection[
         for outcome in batch:
             found.outcomes[(outcome.condition, outcome.replicate)] = outcome
     return found
+
+
+class OutcomeFeed:
+    """The outcome parts of a version not read yet: what other sessions recorded since."""
+
+    def __init__(self, store: Store, experiment: str, version: int, seen: Collection[str] = ()) -> None:
+        self.store = store
+        self.experiment = experiment
+        self.version = version
+        self.seen = set(seen)
+
+    def read_new(self, skip: Collection[str] = ()) -> dict[tuple[str, int], ReplicateOutcome]:
+        """Outcomes of the parts published since the last call (``skip``: parts known otherwise)."""
+        folder = f"{layout.version_dir(self.experiment, self.version)}/{layout.OUTCOMES}"
+        names = set(_part_names(self.store, folder)) - self.seen - set(skip)
+        self.seen |= names
+        if not names:
+            return {}
+        return read_outcomes(self.store, self.experiment, self.version, only=names).outcomes
 
 
 def load_outcomes(store: Store, experiment: str, version: int) -> dict[tuple[str, int], ReplicateOutcome]:

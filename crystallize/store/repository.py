@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import CorruptRecordError, ValidationError
 from . import layout
+from .claims import CLAIMS
 from .filesystem import Store
 from .locations import absolute
 from .records import OutcomeRead, claim_version, list_versions, parse_json, prune_versions, read_outcomes
@@ -386,7 +387,7 @@ class RunRepository:
         finished one with missing outcomes). ``plan.json`` stays, to be overwritten by the
         new plan; artifacts stay, to be overwritten replicate by replicate.
         """
-        for name in (layout.RUN_RECORD, layout.METRICS, layout.OUTCOMES):
+        for name in (layout.RUN_RECORD, layout.METRICS, layout.OUTCOMES, CLAIMS):
             self.store.delete(layout.run_file(experiment, version, name))
         logger.debug("reset the run records of '%s' v%d in %s", experiment, version, self.store.location)
 

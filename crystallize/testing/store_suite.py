@@ -433,12 +433,13 @@ class StoreConformance:
         # a claim after the race takes the next free version
         assert claim_version(store, "exp") == 8
 
-    def test_concurrent_runs_get_distinct_versions(self, store_root: str, tmp_path: Path) -> None:
-        outputs = run_together(_RUN_SCRIPT, store_root, tmp_path)
+    @pytest.mark.parametrize("count", [2, 8])
+    def test_concurrent_runs_get_distinct_versions(self, store_root: str, tmp_path: Path, count: int) -> None:
+        outputs = run_together(_RUN_SCRIPT, store_root, tmp_path, count=count)
         by_version = {int(out[1]): out[2] for out in outputs}
-        assert sorted(by_version) == list(range(8))
+        assert sorted(by_version) == list(range(count))
         store = Store(store_root)
-        assert list_versions(store, "race") == list(range(8))
+        assert list_versions(store, "race") == list(range(count))
         for version, pid in by_version.items():
             for name in (layout.PLAN, layout.RUN_RECORD, layout.METRICS):
                 assert store.exists(layout.run_file("race", version, name)), (version, name)
