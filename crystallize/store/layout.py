@@ -7,6 +7,8 @@ Data store (default ``data/``)::
     <experiment>/v<N>/replicate_<i>/<condition>/<step>/<artifact>
     <experiment>/v<N>/metrics.parquet               long form: condition, replicate, metric, value
     <experiment>/v<N>/run.json                      provenance; written last, so it marks a finished run
+    <experiment>/v<N>/lease.json, holders/<id>.json  renewed while sessions write the version
+    <experiment>/v<N>/claims/<block>/<generation>   which session computes a block (``-done`` once it did)
 
 Cache store (default ``.cache/``)::
 
