@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 from crystallize.errors import ExecutionError
 
+from . import fate
+
 logger = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
@@ -105,6 +107,7 @@ def ensure_connected(
             with loopback_only():
                 ray.init(**options)
             _STARTED_HERE = True
+            fate.start_for_private_ray()  # its processes die with this one, even on SIGKILL
             return "local"
         if address != "auto":
             _probe(address, min(timeout, 10.0))
