@@ -596,8 +596,8 @@ def test_plan_is_written_first_and_run_json_last(monkeypatch: pytest.MonkeyPatch
     events: list[str] = []
     original = Store.write_bytes
 
-    def recording(self, relative, data):
-        path = original(self, relative, data)
+    def recording(self, relative, data, **options):
+        path = original(self, relative, data, **options)
         if not relative.endswith("/lease.json") and "/holders/" not in relative:  # renewed on their own clock
             events.append(relative.split("/v0/", 1)[-1])
         return path

@@ -282,13 +282,19 @@ class Store:
                 yield info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
 
     # -- writes -----------------------------------------------------------------------
-    def write_bytes(self, relative: str, data: bytes | bytearray | memoryview | list[Any]) -> str:
-        """Publish ``data`` (bytes, or a list of buffers written in order) at ``relative`` atomically."""
+    def write_bytes(
+        self, relative: str, data: bytes | bytearray | memoryview | list[Any], *, durable: bool = True
+    ) -> str:
+        """Publish ``data`` (bytes, or a list of buffers written in order) at ``relative`` atomically.
+
+        ``durable=False`` skips the fsyncs of a local store: for files rewritten every few
+        seconds whose loss with the machine costs nothing (leases, holder files).
+        """
         path = self.full_path(relative)
         parent = posixpath.dirname(path)
         temporary = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
         if self.is_local:
-            self._write_local(path, parent, temporary, data)
+            self._write_local(path, parent, temporary, data, durable)
             return path
         # Every piece becomes an Arrow buffer (no copy) before a request goes out: a piece that
         # is not bytes-like fails here, not after the pieces before it were uploaded for nothing.
@@ -310,7 +316,7 @@ class Store:
         return path
 
     def _write_local(
-        self, path: str, parent: str, temporary: str, data: bytes | bytearray | memoryview | list[Any]
+        self, path: str, parent: str, temporary: str, data: bytes | bytearray | memoryview | list[Any], durable: bool
     ) -> None:
         """Temporary file, fsync, rename, fsync of the folder: one fsync per file and one per folder."""
         os.makedirs(parent, exist_ok=True)
@@ -318,8 +324,9 @@ class Store:
             with open(temporary, "xb") as handle:
                 for part in data if isinstance(data, list) else (data,):
                     handle.write(part)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(temporary, path)
         except BaseException:
             try:
@@ -327,7 +334,8 @@ class Store:
             except OSError:
                 pass
             raise
-        _fsync_dir(parent)
+        if durable:
+            _fsync_dir(parent)
 
     def remove_stale_temporaries(
         self, relative: str, *, recursive: bool = True, grace_seconds: float | None = None

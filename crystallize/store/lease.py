@@ -59,8 +59,8 @@ class Lease:
 
     def renew(self) -> None:
         blob = json.dumps(holder_record(self.holder, self.expires_after)).encode()
-        self.store.write_bytes(self.holder_relative, blob)
-        self.store.write_bytes(self.relative, blob)
+        self.store.write_bytes(self.holder_relative, blob, durable=False)  # renewed again in seconds
+        self.store.write_bytes(self.relative, blob, durable=False)
 
     def start(self) -> None:
         self.renew()
