@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from crystallize.errors import ExecutionError
 
 from . import fate
+from .token_file import protect_auth_token
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def ensure_connected(
             options.setdefault("_node_ip_address", "127.0.0.1")
             options.setdefault("_temp_dir", tempfile.mkdtemp(prefix="cray-"))
             logger.info("Starting a private local Ray on loopback (temp dir %s)", options["_temp_dir"])
+            protect_auth_token()  # Ray would write it world-readable
             with loopback_only():
                 ray.init(**options)
             _STARTED_HERE = True

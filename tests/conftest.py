@@ -33,8 +33,10 @@ def ray_session():
         yield ray
         return
     from crystallize_ray.connection import loopback_only
+    from crystallize_ray.token_file import protect_auth_token
 
     temp_dir = tempfile.mkdtemp(prefix="cray-t-", dir="/tmp")
+    protect_auth_token()  # as ensure_connected does before it starts a private Ray
     with loopback_only():
         ray.init(
             num_cpus=2,
@@ -49,6 +51,7 @@ def ray_session():
         yield ray
     finally:
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
