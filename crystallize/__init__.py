@@ -13,12 +13,14 @@ from .artifact import Artifact
 from .builder import ExperimentBuilder
 from .context import ArtifactLog, FrozenContext, MetricsCollector
 from .datasource import DataSource, ExperimentInput
+from .datasource_registry import get_datasource, list_datasources, register_datasource
 from .decorators import data_source, hypothesis, pipeline, pipeline_step, resource_factory, treatment, verifier
 from .errors import (
     ContextMutationError,
     CrystallizeError,
     MissingMetricError,
     PipelineExecutionError,
+    ReplicateError,
     SerializationError,
     ValidationError,
 )
@@ -33,6 +35,7 @@ from .plugins.base import BasePlugin
 from .plugins.execution import AsyncExecution, ExecutionPlugin, ParallelExecution, SerialExecution
 from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
+from .quick import quick_experiment
 from .results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
 from .runs import load_run
 from .steps import PipelineStep, exit_step
@@ -79,6 +82,7 @@ __all__ = [
     "PipelineExecutionError",
     "PipelineStep",
     "RandomSearchOptimizer",
+    "ReplicateError",
     "Result",
     "SeedPlugin",
     "SerialExecution",
@@ -89,11 +93,15 @@ __all__ = [
     "__version__",
     "data_source",
     "exit_step",
+    "get_datasource",
     "hypothesis",
     "inject_from_ctx",
+    "list_datasources",
     "load_run",
     "pipeline",
     "pipeline_step",
+    "quick_experiment",
+    "register_datasource",
     "resource_factory",
     "standalone_context",
     "treatment",

@@ -98,7 +98,7 @@ class ExperimentBuilder:
 
     def build(self) -> Experiment:
         if self._datasource is None:
-            raise ValidationError("the builder needs a datasource: call .datasource(my_source())")
+            raise ValidationError("datasource must be provided: call .datasource(my_source()) on the builder")
         experiment_class = self._experiment_class or ExperimentBuilder.default_experiment_class
         if experiment_class is None:  # only while the crystallize package itself is being imported
             raise CrystallizeError(

@@ -96,6 +96,11 @@ class ArtifactLog:
                 f"artifact '{name}' must be bytes (or str), got {type(data).__name__}; "
                 "serialize it first (for example with json.dumps(...).encode() or numpy.save)."
             )
+        if any(r.name == name and r.step_name is None for r in self.records):
+            raise ContextMutationError(
+                f"Artifact '{name}' already written in this run: the step added it twice; "
+                "give each artifact its own name"
+            )
         self.records.append(ArtifactRecord(name=name, data=bytes(data)))
 
     def unassigned(self) -> list[ArtifactRecord]:
@@ -149,7 +154,6 @@ class FrozenContext:
     def __init__(
         self,
         initial: Mapping[str, Any] | None = None,
-        *,
         logger: logging.Logger | None = None,
     ) -> None:
         self._init_state(logger or _LOGGER)
@@ -221,7 +225,7 @@ class FrozenContext:
         if key in self._data:
             if key not in self._overridable:
                 raise ContextMutationError(
-                    f"Context key '{key}' is already set; contexts are add-only. "
+                    f"Cannot mutate existing key: '{key}'; contexts are add-only. "
                     "Use a new key name, or set the value through a treatment."
                 )
             self._overridable.discard(key)  # a second add of it by the treatment raises

@@ -79,13 +79,36 @@ def resolve_inputs(datasource: DataSource) -> None:
             resolve_inputs(inner)
 
 
+def _shared_replicates(inputs: Mapping[str, DataSource]) -> int | None:
+    """The replicate count the inputs declare (``Artifact.replicates``); they must agree."""
+    declared = {
+        name: count
+        for name, source in inputs.items()
+        if isinstance(count := getattr(source, "declared_replicates", getattr(source, "replicates", None)), int)
+        and not isinstance(count, bool)
+    }
+    if len(set(declared.values())) > 1:
+        listed = ", ".join(f"{name}={count}" for name, count in sorted(declared.items()))
+        raise ValidationError(
+            f"Conflicting replicates across artifacts: {listed}; a consumer's replicate i reads replicate i of "
+            "every input, so give them the same replicate count"
+        )
+    return next(iter(declared.values()), None)
+
+
 class ExperimentInput(DataSource):
     """Several named datasources fetched together; the pipeline gets a dict of their outputs."""
 
     def __init__(self, **inputs: DataSource) -> None:
         if not inputs:
-            raise ValidationError("ExperimentInput needs at least one named datasource")
+            raise ValidationError("At least one input must be provided: ExperimentInput needs a named datasource")
         self.inputs = dict(inputs)
+        self.replicates = _shared_replicates(self.inputs)
+
+    @property
+    def required_outputs(self) -> list[DataSource]:
+        """The inputs that read another experiment's artifacts (``Artifact``s), as 0.27 named them."""
+        return [source for source in self.inputs.values() if hasattr(source, "exists_for")]
 
     def fetch(self, ctx: FrozenContext) -> dict[str, Any]:
         return {name: source.fetch(ctx) for name, source in self.inputs.items()}

@@ -20,7 +20,7 @@ from .engine.identity import compute_identities
 from .engine.plan import ReplicateOutcome, ReplicateTask, RunSpec
 from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
 from .engine.resume import build_plan, plan_differences
-from .errors import OptimizerError, ValidationError
+from .errors import OptimizerError, ParameterError, ValidationError
 from .hashing import stable_hash
 from .hypothesis import Hypothesis
 from .paths import check_segment
@@ -78,6 +78,8 @@ class Experiment:
         self.outputs: dict[str, Any] = {getattr(a, "name", str(i)): a for i, a in enumerate(outputs or [])}
         self.treatments: list[Treatment] = list(treatments or [])
         self.hypotheses: list[Hypothesis] = list(hypotheses or [])
+        if isinstance(replicates, bool) or not isinstance(replicates, int):
+            raise ParameterError(f"replicates must be an integer, but got {type(replicates).__name__}")
         self.replicates = replicates
         self.plugins: list[BasePlugin] = _with_defaults(list(plugins or []))
         self.last_optimization: Result | None = None
@@ -119,10 +121,51 @@ class Experiment:
         assert plugin is not None, f"experiment '{self.id}' has no {plugin_class.__name__} in its plugins"
         return plugin
 
+    # ------------------------------------------------------------------ artifacts
+
+    def artifact_datasource(
+        self,
+        step: str,
+        name: str = "data.json",
+        condition: str = BASELINE_CONDITION,
+        *,
+        require_metadata: bool = False,
+    ) -> DataSource:
+        """A datasource giving the :class:`~pathlib.Path` of artifact ``name`` that step ``step`` of this
+        experiment's newest finished run wrote, replicate by replicate (``condition``'s folder).
+
+        ``step`` is the step's name or 0.27's folder name for it (``Write_ValuesStep``). Its
+        ``replicates`` is that run's replicate count, which a consumer then runs. With
+        ``require_metadata=True`` a missing run raises ``ArtifactNotFoundError`` (a ``FileNotFoundError``)
+        here; otherwise the consumer's run reports it before any replicate starts.
+        """
+        from .artifact import ArtifactDataSource
+
+        return ArtifactDataSource(self, step, name, condition, require_metadata=require_metadata)
+
+    def _replicates_to_run(self, requested: int | None) -> int:
+        """``requested``, else this experiment's count, else (as in 0.27) the count a datasource reading a
+        producer's run declares; a consumer asking for more replicates than its producer has is an error."""
+        wanted = self.replicates if requested is None else requested
+        _check_replicates(wanted, "replicates")
+        provided = _declared_replicates(self.datasource)
+        if provided is None:
+            return wanted
+        if wanted > provided:
+            raise ValidationError(
+                f"Experiment '{self.id}' runs {wanted} replicates, but its datasource reads a producer run of "
+                f"{provided}; replicate i reads the producer's replicate i, so run at most {provided} "
+                "(or run the producer with more)"
+            )
+        return provided if requested is None else wanted
+
     # ------------------------------------------------------------------ validation
 
     def validate(self) -> None:
         """Raise :class:`ValidationError` saying what is wrong, before any replicate runs."""
+        if self.datasource is None or self.pipeline is None:
+            missing = " and ".join(n for n in ("datasource", "pipeline") if getattr(self, n) is None)
+            raise ValidationError(f"Experiment requires datasource and pipeline; {missing} is None")
         if not isinstance(self.datasource, DataSource):
             hint = (
                 " (did you pass the factory instead of calling it, as in numbers()?)"
@@ -133,7 +176,7 @@ class Experiment:
         if not isinstance(self.pipeline, Pipeline):
             raise ValidationError(f"pipeline must be a Pipeline, got {type(self.pipeline).__name__}")
         if not self.pipeline.steps:
-            raise ValidationError("the pipeline has no steps; add at least one")
+            raise ValidationError("Pipeline must contain at least one step; the pipeline has no steps")
         if self.name is not None:
             check_segment(self.name, "experiment name")
         for index, step in enumerate(self.pipeline.steps):
@@ -192,13 +235,15 @@ class Experiment:
         self.validate()
         treatments = self.treatments if treatments is None else [_as_treatment(t) for t in treatments]
         hypotheses = self.hypotheses if hypotheses is None else list(hypotheses)
-        replicates = self.replicates if replicates is None else replicates
-        _check_replicates(replicates, "replicates")
+        replicates = self._replicates_to_run(replicates)
         _check_treatments(treatments, self.id)
         _check_hypotheses(hypotheses)
         self._check_treatment_keys(treatments)
         if hypotheses and not treatments:
-            raise ValidationError("hypotheses compare treatments with the baseline; add at least one treatment")
+            raise ValidationError(
+                "Cannot verify hypotheses without treatments: hypotheses compare treatments with the baseline; "
+                "add at least one treatment"
+            )
         strategy = strategy if strategy is not None else self.strategy
         if strategy not in (None, "rerun", "resume"):
             raise ValidationError(f"unknown strategy {strategy!r}; use 'rerun' (a new version) or 'resume'")
@@ -284,6 +329,15 @@ class Experiment:
         _check_objective_recorded(self.id, fold, all_conditions, metric)
         return optimizer.get_best_treatment()
 
+    async def aoptimize(
+        self,
+        optimizer: BaseOptimizer,
+        num_trials: int,
+        replicates_per_trial: int = 1,
+    ) -> Treatment:
+        """``await experiment.aoptimize(...)`` from async code; same as ``optimize``."""
+        return await asyncio.to_thread(self.optimize, optimizer, num_trials, replicates_per_trial)
+
     # ------------------------------------------------------------------ apply
 
     def apply(
@@ -295,13 +349,16 @@ class Experiment:
     ) -> Any:
         """Run the pipeline once (up to the first ``exit_step``) and return its output.
 
-        Step setup/teardown and the per-replicate plugin hooks run; nothing is
-        stored as a run, so earlier runs' records stay as they were.
+        Step setup/teardown and every plugin hook run (``before_run``, the per-replicate
+        hooks, then ``after_run`` with a one-replicate Result, as in Crystallize 0.27);
+        nothing is stored as a run, so earlier runs' records stay as they were.
         """
         self.validate()
         chosen = self._resolve_treatment(treatment)
         condition = chosen.name if chosen is not None else BASELINE_CONDITION
         resolve_inputs(self.datasource)
+        for plugin in self.plugins:
+            plugin.before_run(self)
         with setup_steps(self.pipeline.steps, self.initial_ctx, self.id) as setup_ctx:
             spec = self._freeze_spec(setup_ctx, mode="apply", replicates=1, treatments=[chosen])
             program = replicate_program(
@@ -313,7 +370,12 @@ class Experiment:
                 raise_errors=True,
                 seed_override=seed,
             )
-            _, output = drive(program)
+            outcome, output = drive(program)
+        fold = RunFold([condition])
+        fold.add(outcome)
+        result = fold.build_result([], 1, {"experiment": self.id, "mode": "apply", "conditions": [condition]})
+        for plugin in self.plugins:
+            plugin.after_run(self, result)
         return output
 
     # ------------------------------------------------------------------ internals
@@ -527,7 +589,7 @@ def _trial_conditions(
         key = treatment.name
         if key in earlier or key in conditions or key == BASELINE_CONDITION:
             key = f"{treatment.name}~trial{trial}"
-        check_segment(key, "treatment name")
+        layout.check_condition_name(key, "treatment name")
         conditions[key] = treatment
     return conditions
 
@@ -617,8 +679,20 @@ def _as_treatment(value: Any) -> Treatment:
     raise ValidationError(f"expected a Treatment, got {type(value).__name__}")
 
 
+def _declared_replicates(datasource: Any) -> int | None:
+    """The replicate count a datasource declares (``artifact_datasource``, ``Artifact.replicates`` set by the
+    user, ``ExperimentInput`` of such); None when it declares none."""
+    if hasattr(datasource, "declared_replicates"):  # an Artifact: what its user set, not what a run pinned
+        count = datasource.declared_replicates
+    else:
+        count = getattr(datasource, "replicates", None)
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else None
+
+
 def _check_replicates(value: Any, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int):  # a TypeError too, as 0.27 raised for these
+        raise ParameterError(f"{what} must be a positive integer, got {value!r}")
+    if value < 1:
         raise ValidationError(f"{what} must be a positive integer, got {value!r}")
 
 
@@ -637,7 +711,7 @@ def _check_treatments(treatments: Iterable[Any], experiment: str) -> None:
             raise ValidationError(
                 f"Experiment '{experiment}': two treatments are named '{treatment.name}'; names must be unique"
             )
-        check_segment(treatment.name, f"Experiment '{experiment}': treatment name")
+        layout.check_condition_name(treatment.name, f"Experiment '{experiment}': treatment name")
         seen.add(treatment.name)
 
 
@@ -675,7 +749,7 @@ def _check_objective_recorded(
     failed = sum(fold.failures(name) for name in conditions)
     close = difflib.get_close_matches(metric, recorded, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    where = f" ({failed} replicate(s) failed; see experiment.last_optimization.errors)" if failed else ""
+    where = f" ({failed} replicate(s) failed; see experiment.last_optimization.replicate_errors)" if failed else ""
     shown = ", ".join(f"'{m}'" for m in recorded) if recorded else "none"
     raise OptimizerError(
         f"Experiment '{experiment}': optimize() ran {len(conditions)} candidate(s) but none recorded a numeric "

@@ -66,7 +66,8 @@ class CallSignature:
         unknown = sorted(set(explicit) - set(self.injectable))
         if unknown:
             raise ParameterError(
-                f"{owner}() got unexpected parameter(s) {', '.join(map(repr, unknown))}; "
+                f"Unknown parameters: {', '.join(unknown)}: {owner}() got unexpected parameter(s) "
+                f"{', '.join(map(repr, unknown))}; "
                 f"it accepts {', '.join(map(repr, self.injectable)) or 'no parameters'}."
             )
 
@@ -78,15 +79,16 @@ class CallSignature:
             if name in explicit:
                 values[name] = explicit[name]
             elif ctx is not None and name in ctx:
-                values[name] = ctx[name]
+                values[name] = _built(ctx[name], ctx)
             elif name in self.defaults:
                 values[name] = self.defaults[name]
             else:
                 missing.append(name)
         if missing:
             raise ParameterError(
-                f"{owner}: no value for parameter(s) {', '.join(map(repr, missing))}; "
-                "pass them when creating the step, add them to initial_ctx, or set them with a treatment."
+                f"{owner}: Missing parameters: {', '.join(missing)} (not passed, not found in the Context, "
+                "and no default value); pass them when creating the step, add them to initial_ctx, "
+                "or set them with a treatment."
             )
         return values
 
@@ -99,7 +101,22 @@ class CallSignature:
             kwargs[self.data_param] = data
         if self.ctx_param is not None:
             kwargs[self.ctx_param] = ctx
+        if ctx is not None:
+            for name, value in kwargs.items():
+                bind = getattr(type(value), "__crystallize_bind__", None)
+                if bind is not None:  # an Artifact parameter: its copy bound to this replicate (write(value))
+                    kwargs[name] = bind(value, ctx)
         return fn(**kwargs)
+
+
+_NO_CTX: Any = object()
+
+
+def _built(value: Any, ctx: FrozenContext) -> Any:
+    """A ``resource_factory`` found in the context is injected as the resource it builds, not as the factory."""
+    from .resources import ResourceFactory
+
+    return value(ctx) if isinstance(value, ResourceFactory) else value
 
 
 def _is_ctx_param(param: inspect.Parameter) -> bool:
@@ -116,7 +133,13 @@ def inject_from_ctx(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator for plain helpers called as ``fn(data, ctx)``: fills other parameters from ``ctx``."""
     signature = CallSignature.of(fn, takes_data=True)
 
-    def wrapper(data: Any, ctx: FrozenContext, **explicit: Any) -> Any:
+    def wrapper(data: Any, ctx: Any = _NO_CTX, **explicit: Any) -> Any:
+        from .context import FrozenContext
+
+        if ctx is _NO_CTX:
+            raise ParameterError(f"inject_from_ctx requires 'ctx' argument: call {signature.qualname}(data, ctx)")
+        if not isinstance(ctx, FrozenContext):
+            raise ParameterError(f"'ctx' must be a FrozenContext, got {type(ctx).__name__}")
         kwargs = signature.resolve(explicit, ctx, signature.qualname)
         return signature.call(fn, data, ctx, kwargs)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,12 @@ if TYPE_CHECKING:
 class Pipeline:
     """The steps every replicate runs, in order."""
 
+    _provenance: tuple[dict[str, Any], ...] = ()
+
     def __init__(self, steps: Iterable[PipelineStep]) -> None:
         self.steps: list[PipelineStep] = list(steps)
+        if not self.steps:
+            raise ValidationError("Pipeline must contain at least one step.")
         for index, step in enumerate(self.steps):
             if not isinstance(step, PipelineStep):
                 hint = " (did you forget the parentheses, as in add_delta()?)" if callable(step) else ""
@@ -50,17 +55,100 @@ class Pipeline:
     def __repr__(self) -> str:
         return f"Pipeline({self.signature()})"
 
-    def run(self, data: Any, ctx: FrozenContext) -> Any:
-        """Run the steps once in this process, without plugins or cache (handy in tests)."""
-        import inspect
+    def run(
+        self,
+        data: Any,
+        ctx: FrozenContext,
+        *,
+        verbose: bool = False,
+        progress: bool = False,
+        rep: int | None = None,
+        condition: str | None = None,
+        logger: logging.Logger | None = None,
+        return_provenance: bool = False,
+        experiment: Any = None,
+    ) -> Any:
+        """Run the steps once on ``data`` in this process, outside any experiment.
 
-        from .engine.replicate import run_awaitable, unpack_step_output
+        Cacheable steps use the step cache as an experiment's do; a step's exception is raised as
+        :class:`PipelineExecutionError`. Returns the output, or ``(output, provenance)`` with
+        ``return_provenance`` (one record per step: see :meth:`get_provenance`). ``verbose`` logs
+        every context value a step read at debug level; ``progress`` shows a bar over the steps;
+        ``rep`` and ``condition`` name the replicate in errors; ``experiment``'s plugins get their
+        ``before_step``/``after_step`` hooks. Works inside a running event loop too.
+        """
+        from .engine.replicate import drive
 
-        for step in self.steps:
-            output = step(data, ctx)
-            if inspect.isawaitable(output):
-                output = run_awaitable(output)
-            data, metrics = unpack_step_output(output)
-            for name, value in (metrics or {}).items():
-                ctx.metrics.add(name, value)
-        return data
+        records: list[dict[str, Any]] = []
+        program = self._standalone(data, ctx, verbose, progress, rep, condition, logger, experiment, records)
+        try:
+            output = drive(program)
+        finally:
+            self._provenance = tuple(records)
+        return (output, [dict(r) for r in records]) if return_provenance else output
+
+    async def arun(
+        self,
+        data: Any,
+        ctx: FrozenContext,
+        *,
+        verbose: bool = False,
+        progress: bool = False,
+        rep: int | None = None,
+        condition: str | None = None,
+        logger: logging.Logger | None = None,
+        return_provenance: bool = False,
+        experiment: Any = None,
+    ) -> Any:
+        """:meth:`run` for async code: async steps are awaited on the caller's event loop."""
+        from .engine.replicate import drive_async
+
+        records: list[dict[str, Any]] = []
+        program = self._standalone(data, ctx, verbose, progress, rep, condition, logger, experiment, records)
+        try:
+            output = await drive_async(program)
+        finally:
+            self._provenance = tuple(records)
+        return (output, [dict(r) for r in records]) if return_provenance else output
+
+    def get_provenance(self) -> list[dict[str, Any]]:
+        """One record per step of the last :meth:`run` (up to the failing step when it failed).
+
+        Each has ``step``, ``params``, ``step_hash``, ``input_hash``, ``output_hash``, ``cache_hit``
+        and ``ctx_changes``: ``reads`` (key -> value read), ``wrote`` (key -> ``{"before", "after"}``)
+        and ``metrics`` (name -> ``{"before", "after"}`` tuples of values).
+        """
+        return [dict(record) for record in self._provenance]
+
+    def _standalone(
+        self,
+        data: Any,
+        ctx: FrozenContext,
+        verbose: bool,
+        progress: bool,
+        rep: int | None,
+        condition: str | None,
+        logger: logging.Logger | None,
+        experiment: Any,
+        records: list[dict[str, Any]],
+    ) -> Any:
+        from .engine.standalone import standalone_program
+
+        return standalone_program(
+            self.steps,
+            data,
+            ctx,
+            verbose=verbose,
+            progress=progress,
+            rep=rep,
+            condition=condition,
+            log=logger,
+            experiment=experiment,
+            records=records,
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The last standalone run's provenance holds context values; it is not part of the pipeline.
+        state = dict(self.__dict__)
+        state.pop("_provenance", None)
+        return state

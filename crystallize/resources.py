@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,16 @@ class ResourceFactory:
             return _CACHE[self.key]
 
     def _build(self, ctx: FrozenContext | None) -> Any:
+        # Whether it takes the context is read from its signature: a TypeError raised inside
+        # the factory must not be mistaken for "takes no arguments" (and the factory run twice).
         try:
-            return self.factory(ctx)
-        except TypeError:
-            return self.factory()
+            takes_ctx = any(
+                p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+                for p in inspect.signature(self.factory).parameters.values()
+            )
+        except (TypeError, ValueError):  # a builtin without a signature: try with the context
+            takes_ctx = True
+        return self.factory(ctx) if takes_ctx else self.factory()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"factory": self.factory, "key": self.key}

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
 
 from .engine.plan import ArtifactEntry, ErrorRecord
+from .errors import ReplicateError
+from .result_tree import artifact_replicate, print_tree
 
 
 @dataclass
@@ -71,28 +78,87 @@ class ExperimentMetrics:
 class Result:
     """The outcome of ``Experiment.run()``.
 
-    ``errors[condition][replicate]`` is an :class:`ErrorRecord` (step, exception
-    type, message, traceback) for every replicate that failed.
+    ``errors`` and ``artifacts`` have the shapes of earlier releases (``"<condition>_rep_<i>"``
+    to an exception; artifact name to ``{condition: path}``). The full picture stays under
+    ``replicate_errors[condition][replicate]`` (an :class:`ErrorRecord`: step, exception type,
+    message, traceback) and ``artifact_entries[condition]`` (every stored copy, with size and
+    checksum).
     """
 
     def __init__(
         self,
         metrics: ExperimentMetrics,
-        artifacts: Mapping[str, list[ArtifactEntry]] | None = None,
-        errors: Mapping[str, Mapping[int, ErrorRecord]] | None = None,
+        artifacts: Mapping[str, Any] | None = None,
+        errors: Mapping[str, BaseException] | None = None,
         provenance: Mapping[str, Any] | None = None,
+        *,
+        replicate_errors: Mapping[str, Mapping[int, ErrorRecord]] | None = None,
+        artifact_entries: Mapping[str, list[ArtifactEntry]] | None = None,
     ) -> None:
         self.metrics = metrics
-        self.artifacts: dict[str, list[ArtifactEntry]] = dict(artifacts or {})
-        self.errors: dict[str, dict[int, ErrorRecord]] = {k: dict(v) for k, v in (errors or {}).items()}
+        self.replicate_errors: dict[str, dict[int, ErrorRecord]] = {
+            k: dict(v) for k, v in (replicate_errors or {}).items()
+        }
+        self.artifact_entries: dict[str, list[ArtifactEntry]] = {
+            k: list(v) for k, v in (artifact_entries or {}).items()
+        }
         self.provenance: dict[str, Any] = dict(provenance or {})
+        # Given (or assigned) ones are kept as they are; otherwise made from the records on first use.
+        self._errors: dict[str, BaseException] | None = dict(errors) if errors is not None else None
+        self._artifacts: dict[str, Any] | None = dict(artifacts) if artifacts is not None else None
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """``{"<condition>_rep_<i>": exception}`` for every failed replicate.
+
+        The exception is the one the replicate raised (a step's wrapped in a
+        :class:`~crystallize.errors.ReplicateError`, which is a ``PipelineExecutionError``) when
+        it was caught in this process; otherwise a ``ReplicateError`` rebuilt from its record,
+        carrying the original's type name, message and traceback.
+        """
+        if self._errors is None:
+            self._errors = {
+                f"{condition}_rep_{replicate}": _as_exception(record, self.provenance.get("experiment"))
+                for condition, records in self.replicate_errors.items()
+                for replicate, record in sorted(records.items())
+            }
+        return self._errors
+
+    @errors.setter
+    def errors(self, value: Mapping[str, BaseException] | None) -> None:
+        self._errors = dict(value or {})
+
+    @property
+    def artifacts(self) -> dict[str, Any]:
+        """``{artifact name: {condition: path}}``: where each stored artifact is, taken from each
+        condition's lowest replicate that wrote it (a ``Path`` on a local store, a URI otherwise)."""
+        if self._artifacts is None:
+            found: dict[str, dict[str, tuple[int, Any]]] = {}
+            for condition, entries in self.artifact_entries.items():
+                for position, entry in enumerate(entries):
+                    if entry.path is None:
+                        continue
+                    replicate = artifact_replicate(entry.path, position)
+                    best = found.setdefault(entry.name, {}).get(condition)
+                    if best is None or replicate < best[0]:
+                        found[entry.name][condition] = (replicate, _as_path(entry.path))
+            self._artifacts = {name: {c: where for c, (_, where) in by.items()} for name, by in found.items()}
+        return self._artifacts
+
+    @artifacts.setter
+    def artifacts(self, value: Mapping[str, Any] | None) -> None:
+        self._artifacts = dict(value or {})
 
     def get_hypothesis(self, name: str) -> HypothesisResult | None:
         return next((h for h in self.metrics.hypotheses if h.name == name), None)
 
-    def get_artifact(self, name: str) -> list[ArtifactEntry]:
+    def get_artifact(self, name: str) -> Any:
+        """``{condition: path}`` of artifact ``name``, or None when no replicate stored it."""
+        return self.artifacts.get(name)
+
+    def artifact_copies(self, name: str) -> list[ArtifactEntry]:
         """Every stored copy of artifact ``name`` (one per replicate and condition)."""
-        return [entry for entries in self.artifacts.values() for entry in entries if entry.name == name]
+        return [entry for entries in self.artifact_entries.values() for entry in entries if entry.name == name]
 
     @property
     def warnings(self) -> list[str]:
@@ -101,7 +167,69 @@ class Result:
 
     @property
     def failed(self) -> int:
-        return sum(len(v) for v in self.errors.values())
+        return sum(len(v) for v in self.replicate_errors.values())
+
+    def print_tree(self, fmt: str = "treatment > replicate > step", *, file: IO[str] | None = None) -> None:
+        """Print what each replicate did as a tree: condition, replicate, step (in the order ``fmt``
+        names them, ``"a > b > c"``; ``"action"`` may close it), with metrics, cache hits,
+        artifacts and errors as leaves. Goes to ``file`` (standard output by default)."""
+        print_tree(self, fmt, file=file)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary: metrics per condition, hypotheses, artifact names, errors as text."""
+        return {
+            "timestamp": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(),
+            "metrics": {
+                "baseline": {k: list(v) for k, v in self.metrics.baseline.metrics.items()},
+                "treatments": {
+                    name: {k: list(v) for k, v in tm.metrics.items()} for name, tm in self.metrics.treatments.items()
+                },
+            },
+            "hypotheses": [
+                {"name": h.name, "results": h.results, "ranking": h.ranking} for h in self.metrics.hypotheses
+            ],
+            "artifacts": list(self.artifacts),
+            "errors": {key: str(exc) for key, exc in self.errors.items()},
+            "provenance": self.provenance,
+        }
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str | None:
+        """``to_dict()`` as JSON text; written to ``path`` (and None returned) when one is given."""
+        text = json.dumps(self.to_dict(), indent=indent, default=str)
+        if path is None:
+            return text
+        Path(path).write_text(text, encoding="utf-8")
+        return None
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> None:
+        """One row per (condition, metric): ``condition``, ``metric``, ``values`` (a list), ``mean``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        conditions: list[str] = []
+        names: list[str] = []
+        series: list[list[Any]] = []
+        means: list[float | None] = []
+        for condition, tm in self.metrics.conditions():
+            for name, values in tm.metrics.items():
+                conditions.append(condition)
+                names.append(name)
+                series.append(list(values))
+                numbers = all(_is_number(v) for v in values)
+                means.append(math.fsum(float(v) for v in values) / len(values) if values and numbers else None)
+        try:
+            column = pa.array(series)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # values no one Arrow type holds: as JSON text
+            column = pa.array([[_json_text(v) for v in values] for values in series], pa.list_(pa.string()))
+        table = pa.table(
+            {
+                "condition": pa.array(conditions, pa.string()),
+                "metric": pa.array(names, pa.string()),
+                "values": column,
+                "mean": pa.array(means, pa.float64()),
+            }
+        )
+        pq.write_table(table, os.fspath(path))
 
     def _long_rows(self) -> tuple[list[str], list[int], list[str], list[Any]]:
         conditions: list[str] = []
@@ -137,6 +265,48 @@ class Result:
     def __repr__(self) -> str:
         counts = {c: len(next(iter(tm.metrics.values()), [])) for c, tm in self.metrics.conditions()}
         return f"Result(conditions={counts}, failed={self.failed})"
+
+
+# Stages of a replicate that are not steps: an exception raised there is handed back unwrapped.
+_NON_STEP_STAGES = ("context", "seed", "before_replicate")
+_NON_STEP_PREFIXES = ("treatment:", "datasource:")
+
+
+def _as_exception(record: ErrorRecord, experiment: str | None = None) -> BaseException:
+    """The exception ``Result.errors`` shows for ``record``: the original when it is in memory
+    (a step's wrapped in ``ReplicateError``), else a ``ReplicateError`` made from the record."""
+    original = record.exception
+    in_step = record.stage not in _NON_STEP_STAGES and not record.stage.startswith(_NON_STEP_PREFIXES)
+    if original is not None and not in_step:
+        for name, value in (
+            ("traceback_str", record.traceback),
+            ("condition", record.condition),
+            ("replicate", record.replicate),
+        ):
+            try:
+                setattr(original, name, value)
+            except (AttributeError, TypeError):  # an exception class with slots or read-only attributes
+                pass
+        return original
+    error = ReplicateError(
+        record.stage,
+        record.exception_type,
+        record.message,
+        record.traceback,
+        condition=record.condition,
+        replicate=record.replicate,
+        experiment=experiment,
+        exception_types=record.exception_types,
+        original_exception=original,
+    )
+    if original is not None:
+        error.__cause__ = original
+    return error
+
+
+def _as_path(location: str) -> Any:
+    """A local path as ``Path`` (what callers of earlier releases open); a URI stays text."""
+    return location if "://" in location else Path(location)
 
 
 def _value_array(values: list[Any]) -> Any:

@@ -62,3 +62,29 @@ def _hypothesis_from_record(record: dict[str, Any]) -> HypothesisResult:
     ranking = dict(record.get("ranking", {}))
     ranking["ranked"] = [tuple(item) for item in ranking.get("ranked", [])]
     return HypothesisResult(**{**record, "ranking": ranking})
+
+
+def finished_metrics(
+    repository: RunRepository, experiment: str, version: int
+) -> dict[str, dict[str, list[Any]]] | None:
+    """``{condition: {metric: values in replicate order}}`` of a finished run, from its outcome parts;
+    None when the version holds no finished run (nothing claimed there, or interrupted).
+
+    Read from the records, as :func:`load_run` reads them (never from the 0.27 files written beside
+    them): conditions in the plan's order, failed replicates left out; damage is logged as a warning.
+    """
+    run = repository.open(experiment, version)
+    if run is None or not run.finished:
+        return None
+    outcomes = run.outcomes
+    conditions = list(run.plan.get("conditions") or sorted({c for c, _ in outcomes}))
+    fold = RunFold(conditions, log_failures=False)
+    for outcome in outcomes.values():
+        if outcome.condition not in fold.conditions:
+            fold.add_conditions([outcome.condition])
+        fold.add(outcome)
+    warned = {f"{layout.OUTCOMES}/{name}" for name in run.read.skipped}
+    for item in run.damage:
+        if item.file not in warned:
+            logger.warning("%s: %s", repository.uri(experiment, version), item)
+    return {condition: fold.condition_metrics(condition).metrics for condition in fold.conditions}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,13 @@ class PipelineStep(ABC):
     @abstractmethod
     def __call__(self, data: Any, ctx: FrozenContext) -> Any:
         """Transform ``data``; may return ``(data, metrics_mapping)``."""
+
+    async def __acall__(self, data: Any, ctx: FrozenContext) -> Any:
+        """``await step.__acall__(data, ctx)``: the step's output, awaited when it is async (sync steps too)."""
+        output = self(data, ctx)
+        if inspect.isawaitable(output):
+            output = await output
+        return output
 
     def setup(self, ctx: FrozenContext) -> None:
         """Called once per run on the driver, before any replicate; may add context keys."""

@@ -58,13 +58,15 @@ def summary(result, workdir: Path) -> dict:
     contents_ok = all((workdir / f).read_text() == f"{f.split('/')[4]}:{f.split('/')[3].split('_')[1]}" for f in files)
     return {
         "failed": result.failed,
-        "errors": {c: {str(r): e.message[:200] for r, e in errs.items()} for c, errs in result.errors.items()},
+        "errors": {
+            c: {str(r): e.message[:200] for r, e in errs.items()} for c, errs in result.replicate_errors.items()
+        },
         "values": {c: tm.metrics.get("value", []) for c, tm in result.metrics.conditions()},
         "replicates": {c: tm.replicates.get("value", []) for c, tm in result.metrics.conditions()},
         "nodes_used": len({n for _, tm in result.metrics.conditions() for n in tm.metrics.get("node", [])}),
         "artifact_files": files,
         "artifact_contents_ok": contents_ok,
-        "manifest_paths": sorted(e.path for entries in result.artifacts.values() for e in entries),
+        "manifest_paths": sorted(e.path for entries in result.artifact_entries.values() for e in entries),
         "executor": result.provenance["executor"],
     }
 

@@ -211,14 +211,16 @@ class HookRecorder(crystallize.BasePlugin):
         self.calls.append("after_run")
 
 
-def test_apply_calls_only_replicate_hooks():
+def test_apply_calls_every_hook_around_one_replicate():
     recorder = HookRecorder()
     exp = make([double(), exit_step(total()), must_not_run()], plugins=[recorder, SerialExecution(progress=False)])
     assert exp.apply() == 12.0
     assert recorder.calls == [
+        "before_run",  # as Crystallize 0.27's apply() did
         "before_replicate",
         "before_step:double",
         "after_step:double",
         "before_step:total",
         "after_step:total",
+        "after_run",
     ]

@@ -149,7 +149,7 @@ def test_mapping_and_callable_treatments_both_override_initial_ctx_and_nothing_e
         ],
     )
     result = exp.run()
-    assert result.errors == {} or all(not v for v in result.errors.values()), result.errors
+    assert result.errors == {} or all(not v for v in result.replicate_errors.values()), result.errors
     assert result.metrics.baseline.metrics["loss"] == [8.0, 8.0]
     by_name = result.metrics.treatments
     assert by_name["mapping"].metrics["loss"] == [12.0, 12.0]
@@ -167,12 +167,12 @@ def test_mapping_and_callable_treatments_both_override_initial_ctx_and_nothing_e
         treatments=[Treatment("twice", set_delta_twice), Treatment("reserved", set_replicate)],
     )
     result = exp.run()
-    twice = result.errors["twice"][0]
+    twice = result.replicate_errors["twice"][0]
     assert twice.exception_type == ContextMutationError.__name__ and "'delta'" in twice.message
     assert twice.stage == "treatment:twice"
-    reserved = result.errors["reserved"][0]
+    reserved = result.replicate_errors["reserved"][0]
     assert reserved.exception_type == ContextMutationError.__name__ and "'replicate'" in reserved.message
-    baseline = result.errors["baseline"][0]
+    baseline = result.replicate_errors["baseline"][0]
     assert baseline.stage == "adds_key" and "'made_by_step'" in baseline.message
 
 
@@ -271,7 +271,7 @@ def test_unusual_but_valid_names_round_trip_through_load_run(store_root: str) ->
         treatments=[Treatment(condition, {"delta": 1})],
     )
     live = exp.run()
-    assert not any(live.errors.values()), live.errors
+    assert not any(live.replicate_errors.values()), live.errors
     stored = load_run(f"{store_root}/{name}")
     assert stored.provenance["finished"] is True
     assert stored.metrics.baseline.metrics["loss"] == [7.0, 7.0]
@@ -329,7 +329,7 @@ def big_on_replicate_one(data: int, ctx: Any) -> tuple[int, dict[str, float]]:
 def test_an_artifact_over_the_size_limit_fails_its_replicate_naming_it() -> None:
     plugins = [ArtifactPlugin(max_artifact_bytes=10), SerialExecution(progress=False)]
     result = experiment(big_on_replicate_one(), plugins=plugins, replicates=3).run()
-    errors = result.errors["baseline"]
+    errors = result.replicate_errors["baseline"]
     assert sorted(errors) == [1]
     message = errors[1].message
     assert errors[1].stage == "big_on_replicate_one"

@@ -178,7 +178,7 @@ def entries(root: str | Path = ".cache") -> list[Path]:
 
 
 def no_errors(result: Any) -> None:
-    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.errors.items()}
+    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.replicate_errors.items()}
 
 
 # ------------------------------------------------------------------ hits
@@ -391,12 +391,12 @@ def test_hit_restores_metrics_and_artifacts() -> None:
         assert tm.replicates["seen"] == [0, 0, 1, 1]
 
     for result in (first, second):
-        notes = result.get_artifact("note.txt")
+        notes = result.artifact_copies("note.txt")
         assert sorted(Path(e.path).read_bytes() for e in notes) == [b"value=3", b"value=4"]
         assert {e.step for e in notes} == {"measure"}
     # the second run's artifacts were written into the second run's own folder
-    first_paths = {e.path for e in first.get_artifact("note.txt")}
-    second_paths = {e.path for e in second.get_artifact("note.txt")}
+    first_paths = {e.path for e in first.artifact_copies("note.txt")}
+    second_paths = {e.path for e in second.artifact_copies("note.txt")}
     assert first_paths.isdisjoint(second_paths)
     # metrics of other steps are not stored with the cached step's entry
     for path in entries():
@@ -408,9 +408,9 @@ def test_hit_restores_metrics_and_artifacts() -> None:
 def test_failed_cacheable_step_stores_nothing() -> None:
     exp = experiment(by_replicate(), fails_on_odd(), replicates=2)
     first = exp.run()
-    assert set(first.errors["baseline"]) == {1}
+    assert set(first.replicate_errors["baseline"]) == {1}
     second = exp.run()
-    assert set(second.errors["baseline"]) == {1}
+    assert set(second.replicate_errors["baseline"]) == {1}
     # replicate 0 hit; replicate 1 had no entry and ran again
     assert calls("fails_on_odd") == 3
     assert hits(second, "fails_on_odd") == 1
@@ -439,7 +439,7 @@ def test_non_cacheable_steps_are_never_hashed(monkeypatch: pytest.MonkeyPatch) -
 
     # the patch is effective: a cacheable step reaches it
     control = experiment(by_replicate(), scale(), name="control").run()
-    assert control.errors["baseline"][0].exception_type == "AssertionError"
+    assert control.replicate_errors["baseline"][0].exception_type == "AssertionError"
 
     result = experiment(by_replicate(), before(), plain(), after(), replicates=2, name="plain_only").run()
     no_errors(result)

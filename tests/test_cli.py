@@ -523,7 +523,7 @@ import json
 
 from crystallize import Artifact, Experiment, ExperimentGraph, Pipeline, data_source, pipeline_step, treatment
 
-points = Artifact("points.json", loader=json.loads)
+points = Artifact("points.json", loader=lambda path: json.loads(path.read_text()))
 
 
 @data_source

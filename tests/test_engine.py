@@ -182,7 +182,8 @@ def test_common_seed_per_replicate(execution):
     assert len(set(base)) == n
     seeds = result.provenance["seeds"]
     for condition in ("baseline", "a", "b"):
-        assert seeds[condition] == {r: base[r] for r in range(n)}
+        assert seeds[condition] == [base[r] for r in range(n)]  # 0.27's shape: a list in replicate order
+        assert result.provenance["seeds_by_replicate"][condition] == {r: base[r] for r in range(n)}
     assert result.provenance["root_seed"] == 123
 
 
@@ -190,9 +191,9 @@ def test_step_error_is_recorded_and_run_continues(execution):
     steps = [record_framework(), explode_on(), record_total()]
     result = make_experiment(execution, steps, treatments=[Treatment("t", {})], replicates=3).run()
 
-    assert set(result.errors) == {"t"}
-    assert set(result.errors["t"]) == {1}
-    error = result.errors["t"][1]
+    assert set(result.replicate_errors) == {"t"}
+    assert set(result.replicate_errors["t"]) == {1}
+    error = result.replicate_errors["t"][1]
     assert error.step == "explode_on"
     assert error.exception_type == "RuntimeError"
     assert "kaboom in t/1" in error.traceback
@@ -224,8 +225,8 @@ def test_artifacts_land_on_disk_and_in_manifest(execution):
     assert not result.errors
     root = Path("data") / "exp" / "v0"
     for condition in ("baseline", "t"):
-        entries = {(Path(e.path).parent.parent.parent.name, e.name): e for e in result.artifacts[condition]}
-        assert len(result.artifacts[condition]) == 4
+        entries = {(Path(e.path).parent.parent.parent.name, e.name): e for e in result.artifact_entries[condition]}
+        assert len(result.artifact_entries[condition]) == 4
         for rep in range(2):
             text_path = root / f"replicate_{rep}" / condition / "write_artifact" / "out.txt"
             bin_path = root / f"replicate_{rep}" / condition / "write_artifact" / "raw.bin"
@@ -239,7 +240,7 @@ def test_artifacts_land_on_disk_and_in_manifest(execution):
                 assert entry.size == len(payload)
                 assert entry.checksum == hashlib.sha256(payload).hexdigest()
                 assert Path(entry.path).resolve() == path.resolve()
-    assert len(result.get_artifact("out.txt")) == 4
+    assert len(result.artifact_copies("out.txt")) == 4
 
 
 def test_async_steps_are_awaited(execution):
@@ -265,7 +266,7 @@ def test_second_run_claims_next_version(execution):
     base = Path("data") / "exp"
     assert (base / "v0" / "replicate_1" / "baseline" / "write_artifact" / "out.txt").is_file()
     assert (base / "v1" / "replicate_1" / "baseline" / "write_artifact" / "out.txt").read_bytes() == b"baseline:1"
-    assert all(Path(e.path).is_relative_to((base / "v1").resolve()) for e in second.artifacts["baseline"])
+    assert all(Path(e.path).is_relative_to((base / "v1").resolve()) for e in second.artifact_entries["baseline"])
 
 
 def test_treatment_overrides_initial_ctx(execution):
@@ -293,9 +294,9 @@ def test_callable_treatment_overrides_initial_ctx_once_and_rebinding_is_an_error
     )
     result = exp.run()
     assert result.metrics.treatments["override"].metrics["delta_seen"] == [99, 99]
-    assert {name for name, errors in result.errors.items() if errors} == {"rebind"}
-    assert set(result.errors["rebind"]) == {0, 1}
-    for error in result.errors["rebind"].values():
+    assert {name for name, errors in result.replicate_errors.items() if errors} == {"rebind"}
+    assert set(result.replicate_errors["rebind"]) == {0, 1}
+    for error in result.replicate_errors["rebind"].values():
         assert error.stage.startswith("treatment:")
         assert error.stage == "treatment:rebind"
         assert error.exception_type == "ContextMutationError"

@@ -74,6 +74,11 @@ def slow(data, ctx, *, seconds: float = 0.4):
     return data, {"start": started, "end": time.time()}
 
 
+def read_int(path: Path) -> int:
+    """Loaders receive the artifact's file, as in 0.27."""
+    return int(path.read_text())
+
+
 def executions(workdir: Path, what: str) -> int:
     path = workdir / EXEC_LOG
     return sum(1 for line in path.read_text().splitlines() if line.startswith(what + ",")) if path.exists() else 0
@@ -88,7 +93,7 @@ def producer(
     offset: int = 0,
     treatments=(),
 ) -> tuple[Experiment, Artifact]:
-    out = Artifact("number", loader=int)
+    out = Artifact("number", loader=read_int)
     exp = Experiment(
         datasource=nothing(),
         pipeline=Pipeline([write_number(offset=offset) if offset else write_number()]),  # else a treatment sets it
@@ -125,7 +130,7 @@ def test_consumer_reads_its_own_replicate_of_the_producers_artifact(execution, _
     the producer holds a lock, so it could not travel to a worker with the artifact."""
     prod, out = producer(_private_workdir, plugins=[execution], treatments=[treatment("shifted", {"offset": 100})])
     prod.lock = threading.Lock()
-    shifted = Artifact("number", loader=int, producer=prod, condition="shifted")
+    shifted = Artifact("number", loader=read_int, producer=prod, condition="shifted")
     both = ExperimentInput(base=out, shifted=shifted)
     cons = consumer(_private_workdir, both, plugins=[copy.deepcopy(execution)])
 
@@ -192,7 +197,7 @@ def test_missing_replicate_names_producer_version_replicate_condition_and_artifa
     prod.run()
     result = consumer(_private_workdir, out, plugins=[quiet()], replicates=3).run()
     assert result.metrics.baseline.metrics["read"] == [0, 1]
-    error = result.errors["baseline"][2]
+    error = result.replicate_errors["baseline"][2]
     assert error.exception_type == "ArtifactNotFoundError"
     assert "builtins.FileNotFoundError" in error.exception_types  # still caught as the builtin
     for part in ("'producer'", "v0", "replicate 2", "condition 'baseline'", "artifact 'number'"):
@@ -203,7 +208,7 @@ def test_missing_replicate_names_producer_version_replicate_condition_and_artifa
 
 
 def test_explicit_step_and_write_helper_with_writer(_private_workdir: Path) -> None:
-    out = Artifact("payload.json", writer=lambda v: repr(v).encode(), loader=lambda b: b.decode())
+    out = Artifact("payload.json", writer=lambda v: repr(v).encode(), loader=lambda p: p.read_text())
 
     @pipeline_step()
     def first(data, ctx):
@@ -252,7 +257,7 @@ def test_artifact_pickles_without_its_producer(_private_workdir: Path) -> None:
 def test_dependencies_are_inferred_from_artifact_datasources(_private_workdir: Path) -> None:
     prod, out = producer(_private_workdir, plugins=[quiet()])
     other, _ = producer(_private_workdir, plugins=[quiet()], name="other")
-    by_name = Artifact("number", producer="other", loader=int)
+    by_name = Artifact("number", producer="other", loader=read_int)
     cons = consumer(_private_workdir, ExperimentInput(a=out, b=by_name), plugins=[quiet()])
     lone = consumer(_private_workdir, nothing(), plugins=[quiet()], name="lone")
 
@@ -276,7 +281,7 @@ def test_producer_by_name_reads_from_that_experiments_store(_private_workdir: Pa
     """YAML-style wiring: the consumer names its producer; the graph links it, so the producer's
     own data store (here not the default one) is where the consumer reads."""
     prod, _ = producer(_private_workdir, plugins=[quiet(), ArtifactPlugin(root_dir="elsewhere")], offset=5)
-    cons = consumer(_private_workdir, Artifact("number", producer="producer", loader=int), plugins=[quiet()])
+    cons = consumer(_private_workdir, Artifact("number", producer="producer", loader=read_int), plugins=[quiet()])
 
     results = ExperimentGraph.from_experiments([cons, prod]).run()
 
@@ -302,7 +307,7 @@ def test_from_yaml_builds_the_graph_from_the_config_loader(
     _private_workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prod, _ = producer(_private_workdir, plugins=[quiet()])
-    cons = consumer(_private_workdir, Artifact("number", producer="producer", loader=int), plugins=[quiet()])
+    cons = consumer(_private_workdir, Artifact("number", producer="producer", loader=read_int), plugins=[quiet()])
     seen = []
 
     def load_experiment_folder(path):
@@ -368,18 +373,24 @@ def test_resume_skips_a_complete_producer_and_resumes_an_interrupted_consumer(_p
 def test_resume_reruns_a_producer_whose_outputs_are_missing_and_never_skips_a_changed_one(
     _private_workdir: Path,
 ) -> None:
-    prod, _ = producer(_private_workdir, plugins=[quiet()])
-    graph = ExperimentGraph(prod)
+    """A missing output that a downstream experiment reads makes its producer run again (a missing output
+    nothing reads does not: tests/test_compat_graph.py)."""
+    prod, out = producer(_private_workdir, plugins=[quiet()])
+    graph = ExperimentGraph(prod, consumer(_private_workdir, out, plugins=[quiet()]))
     graph.run()
     Path("data/producer/v0/replicate_3/baseline/write_number/number").unlink()
 
-    graph.run(strategy="resume")
+    results = graph.run(strategy="resume")
 
-    # every replicate of v0 is recorded as done, so resuming it would redo nothing: a new version runs
+    # every replicate of v0 is recorded as done, so resuming it would redo nothing: a new version runs,
+    # and its reader, whose inputs are new, runs as a new version too
     assert executions(_private_workdir, "write") == 8
     assert Path("data/producer/v1/replicate_3/baseline/write_number/number").read_text() == "3"
+    assert results["consumer"].metrics.baseline.metrics["read"] == [0, 1, 2, 3]
+    assert sorted(p.name for p in Path("data/consumer").iterdir()) == ["v0", "v1"]
     graph.run(strategy="resume")
     assert executions(_private_workdir, "write") == 8  # v1 is complete: skipped
+    assert executions(_private_workdir, "read") == 8
 
     changed, _ = producer(_private_workdir, plugins=[quiet()], offset=1)
     with pytest.raises(ValidationError, match="changed since it ran"):
@@ -398,7 +409,7 @@ def test_independent_experiments_run_side_by_side_on_ray(ray_session, _private_w
         pipeline=Pipeline([slow(seconds=0.4), write_number()]),
         plugins=[ray()],
         initial_ctx={"workdir": str(_private_workdir)},
-        outputs=[out := Artifact("number", loader=int)],
+        outputs=[out := Artifact("number", loader=read_int)],
         replicates=3,
         name="slow_a",
     )

@@ -340,7 +340,7 @@ def test_auto_seed_false_uses_root_seed_everywhere():
         replicates=3,
     )
     result = exp.run()
-    assert result.provenance["seeds"]["baseline"] == {0: 42, 1: 42, 2: 42}
+    assert result.provenance["seeds"]["baseline"] == [42, 42, 42]
     assert len(set(result.metrics.baseline.metrics["total"])) == 1
 
 
@@ -366,7 +366,7 @@ def test_artifact_plugin_writes_run_record_and_metrics():
     table = pq.read_table(run_dir / "metrics.parquet")
     assert table.column_names == ["condition", "replicate", "metric", "value"]
     assert table.num_rows == result.to_arrow().num_rows == 2 * 2 * 2
-    loaded_version, loaded = crystallize.plugins.load_metrics(Path("data") / "store")
+    loaded_version, loaded = crystallize.plugins.load_metrics_table(Path("data") / "store")
     assert loaded_version == 0
     assert loaded.equals(table)
 

@@ -100,8 +100,8 @@ def test_listed_exceptions_are_retried_and_others_are_recorded(tmp_path: Path) -
         plugins=[RayExecution(progress=False, retry_exceptions=[ConnectionError])],
     )
     result = not_listed.run()
-    assert sorted(result.errors["baseline"]) == list(range(6))
-    error = result.errors["baseline"][0]
+    assert sorted(result.replicate_errors["baseline"]) == list(range(6))
+    error = result.replicate_errors["baseline"][0]
     assert error.step == "flaky_once" and error.exception_type == "ValueError" and error.attempts == 1
 
 
@@ -120,9 +120,9 @@ def test_a_replicate_that_always_crashes_becomes_one_error_and_the_rest_complete
         plugins=[RayExecution(progress=False, max_retries=1, batch_size=6)],
         replicates=6,
     ).run()
-    assert list(result.errors) == ["baseline"]
-    assert list(result.errors["baseline"]) == [3]
-    error = result.errors["baseline"][3]
+    assert list(result.replicate_errors) == ["baseline"]
+    assert list(result.replicate_errors["baseline"]) == [3]
+    error = result.replicate_errors["baseline"][3]
     assert error.stage == "ray" and "worker" in error.message
     assert result.metrics.baseline.replicates["survived"] == [0, 1, 2, 4, 5]
 

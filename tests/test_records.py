@@ -28,7 +28,7 @@ from test_cli import cli, ok
 from crystallize import ArtifactPlugin, Experiment, Pipeline, SerialExecution, data_source, load_run, pipeline_step
 from crystallize import treatment as make_treatment
 from crystallize.errors import CorruptRecordError, CrystallizeError
-from crystallize.plugins.artifacts import load_metrics
+from crystallize.plugins.artifacts import load_metrics_table
 from crystallize.store import Store, layout
 from crystallize.store.records import decode_part, encode_part, signing_key
 
@@ -87,7 +87,7 @@ def tasks_of(result: Any) -> set[tuple[str, int]]:
 
 
 def no_errors(result: Any) -> None:
-    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.errors.items()}
+    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.replicate_errors.items()}
 
 
 class Trap:
@@ -349,7 +349,7 @@ def unstorable(data: int, ctx: Any) -> int:
 
 def test_an_unstorable_metric_value_fails_its_replicate_and_the_run_finishes(store_root: str) -> None:
     result = experiment(store_root, unstorable(), replicates=3).run()
-    failed = {(c, r): e for c, errs in result.errors.items() for r, e in errs.items()}
+    failed = {(c, r): e for c, errs in result.replicate_errors.items() for r, e in errs.items()}
     assert sorted(failed) == [("baseline", 2), ("hot", 1)]
     lock, model = failed[("hot", 1)], failed[("baseline", 2)]
     for error, metric, kind in ((lock, "lock", "lock"), (model, "model", "Opaque")):
@@ -363,8 +363,8 @@ def test_an_unstorable_metric_value_fails_its_replicate_and_the_run_finishes(sto
     assert Store(store_root).exists(layout.run_file(NAME, 0, layout.RUN_RECORD)), "the run did not finish"
 
     loaded = load_run(f"{store_root}/{NAME}/v0")
-    assert {c: {r: (e.stage, e.message) for r, e in errs.items()} for c, errs in loaded.errors.items()} == {
-        c: {r: (e.stage, e.message) for r, e in errs.items()} for c, errs in result.errors.items()
+    assert {c: {r: (e.stage, e.message) for r, e in errs.items()} for c, errs in loaded.replicate_errors.items()} == {
+        c: {r: (e.stage, e.message) for r, e in errs.items()} for c, errs in result.replicate_errors.items()
     }
     assert values(loaded) == values(result)
     record = json.loads(Store(store_root).read_bytes(layout.run_file(NAME, 0, layout.RUN_RECORD)))
@@ -408,7 +408,7 @@ def test_a_truncated_metrics_parquet_is_named(store_root: str, tmp_path: Path) -
     relative = layout.run_file(NAME, 0, layout.METRICS)
     store.write_bytes(relative, store.read_bytes(relative)[:100])
     with pytest.raises(CrystallizeError, match=r"metrics\.parquet is damaged"):
-        load_metrics(f"{store_root}/{NAME}/v0")
+        load_metrics_table(f"{store_root}/{NAME}/v0")
     loaded = load_run(f"{store_root}/{NAME}/v0")  # rebuilt from the outcome parts, with the damage named
     assert any(d.startswith("metrics.parquet") for d in loaded.provenance["damaged"])
     listing = ok(cli("runs", "--data", store_root, cwd=tmp_path))

@@ -224,9 +224,9 @@ def test_empty_result_has_typed_columns() -> None:
 
 
 def test_errors_record_where_and_why(result: Result) -> None:
-    assert set(result.errors) == {"broken"}
-    assert set(result.errors["broken"]) == {2}
-    record = result.errors["broken"][2]
+    assert set(result.replicate_errors) == {"broken"}
+    assert set(result.replicate_errors["broken"]) == {2}
+    record = result.replicate_errors["broken"][2]
     assert isinstance(record, ErrorRecord)
     assert record.stage == record.step == "score"
     assert record.exception_type == "ValueError"
@@ -250,11 +250,12 @@ def test_provenance_records_the_run(result: Result) -> None:
     assert prov["executor"]["parallelism"] == 4
     assert prov["conditions"] == ["baseline", "plus_one", "plus_five", "broken", "huge"]
 
-    expected_seeds = {r: replicate_seed(ROOT_SEED, r) for r in range(REPLICATES)}
+    expected_seeds = [replicate_seed(ROOT_SEED, r) for r in range(REPLICATES)]
     assert set(prov["seeds"]) == set(prov["conditions"])
     for condition, seeds in prov["seeds"].items():
         assert seeds == expected_seeds, condition  # common random numbers, failed replicates included
-    assert len(set(expected_seeds.values())) == REPLICATES
+        assert prov["seeds_by_replicate"][condition] == dict(enumerate(expected_seeds))
+    assert len(set(expected_seeds)) == REPLICATES
 
     for condition in prov["conditions"]:
         steps = prov["steps"][condition]

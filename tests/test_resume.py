@@ -205,7 +205,7 @@ def main():
                 "metrics": metrics,
                 "resumed": result.provenance.get("resumed"),
                 "version": result.provenance["version"],
-                "errors": {c: sorted(e) for c, e in result.errors.items()},
+                "errors": {c: sorted(e) for c, e in result.replicate_errors.items()},
             },
             out,
         )
@@ -383,7 +383,7 @@ def test_interrupted_in_process_run_resumes() -> None:
 def test_resume_reruns_failed_replicates_only(execution) -> None:
     Path(FAIL_FLAG).write_text("t,2\n")
     first = make(execution=execution).run()
-    assert set(first.errors) == {"t"} and set(first.errors["t"]) == {2}
+    assert set(first.replicate_errors) == {"t"} and set(first.replicate_errors["t"]) == {2}
     assert len(executions()) == 8
 
     Path(FAIL_FLAG).unlink()
@@ -592,7 +592,7 @@ def test_load_run_picks_the_latest_version_and_missing_raises() -> None:
 # ---------------------------------------------------------------- 6. the records
 
 
-def test_plan_is_written_first_and_run_json_last(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_is_written_first_and_run_json_last_of_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
     original = Store.write_bytes
 
@@ -615,7 +615,10 @@ def test_plan_is_written_first_and_run_json_last(monkeypatch: pytest.MonkeyPatch
     first_step = next(i for i, e in enumerate(events) if e.startswith("step "))
     assert events[0] == "plan.json"
     assert events.index("plan.json") < first_step
-    assert events[-2:] == ["metrics.parquet", "run.json"]
+    # run.json ends the records; only the files derived from them for 0.27's tools come after it
+    records = [e for e in events if not e.endswith(("results.json", ".crystallize_complete", "_manifest.json"))]
+    assert records[-3:] == ["metrics.parquet", "run.json", "metadata.json"]
+    assert events.index("run.json") == len(records) - 2
     assert sum(e.startswith("step ") for e in events) == 8
     assert sum(e.startswith("outcomes/part-") for e in events) >= 1
     last_part = max(i for i, e in enumerate(events) if e.startswith("outcomes/part-"))

@@ -131,7 +131,7 @@ def test_a_multi_part_artifact_is_uploaded_in_parts_and_stored_whole(
     upload, no part sent twice), lands byte-identical at its key, and nothing is left behind."""
     root = f"s3://{s3_bucket}/data"
     result = experiment(root).run()
-    assert not result.errors.get("baseline"), result.errors
+    assert not result.replicate_errors.get("baseline"), result.errors
 
     relative = layout.artifact("big", 0, 0, "baseline", "train", NAME)
     [sizes] = uploads.of(r"data/big/v0/replicate_0/baseline/train/weights/\.model\.bin\.[0-9a-f]{32}\.tmp")
@@ -139,7 +139,7 @@ def test_a_multi_part_artifact_is_uploaded_in_parts_and_stored_whole(
     assert Store(root).read_bytes(relative) == payload(0)
     stored = client(moto_endpoint).get_object(Bucket=s3_bucket, Key=f"data/{relative}")["Body"].read()
     assert stored == payload(0)
-    [entry] = result.artifacts["baseline"]
+    [entry] = result.artifact_entries["baseline"]
     assert entry.path == Store(root).uri(relative)
     assert_clean(moto_endpoint, s3_bucket)
 
@@ -156,7 +156,7 @@ def test_an_artifact_over_the_limit_is_refused_before_a_byte_goes_up(
     its size and the limit, and the check comes before the upload, so none is started."""
     limit = SIZE - 1
     result = experiment(f"s3://{s3_bucket}/data", max_artifact_bytes=limit).run()
-    [error] = result.errors["baseline"].values()
+    [error] = result.replicate_errors["baseline"].values()
     for part in (f"'{NAME}'", "step 'train'", f"{SIZE} bytes", f"max_artifact_bytes={limit}"):
         assert part in error.message, error.message
     assert uploads.keys == {}

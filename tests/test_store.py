@@ -150,7 +150,7 @@ def signed(data: int, ctx: Any) -> int:
 
 
 def no_errors(result: Any) -> None:
-    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.errors.items()}
+    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.replicate_errors.items()}
 
 
 def hits(result: Any, step: str, condition: str = "baseline") -> int:
@@ -233,7 +233,7 @@ def test_cache_hits_and_keeps_arrow_types(store_root: str, cache_root: str) -> N
     assert second.metrics.baseline.metrics == first.metrics.baseline.metrics
     # artifacts restored from the cache land in the second run's own version
     store = Store(store_root)
-    assert sorted(e.path for e in second.get_artifact("kind.txt")) == sorted(
+    assert sorted(e.path for e in second.artifact_copies("kind.txt")) == sorted(
         store.uri(layout.artifact("store_exp", 1, r, "baseline", "build", "kind.txt")) for r in range(len(KINDS))
     )
     for replicate, kind in enumerate(KINDS):
@@ -330,7 +330,7 @@ def test_artifacts_and_run_records(store_root: str, configured: str, monkeypatch
             relative = layout.artifact("records", 0, replicate, condition, "emit", "out/result.txt")
             assert relative == f"records/v0/replicate_{replicate}/{condition}/emit/out/result.txt"
             assert store.read_bytes(relative) == f"{condition}:{replicate}:{replicate + delta}".encode()
-        paths = sorted(e.path for e in result.artifacts[condition])
+        paths = sorted(e.path for e in result.artifact_entries[condition])
         assert paths == sorted(store.uri(f"records/v0/replicate_{r}/{condition}/emit/out/result.txt") for r in range(3))
     for name in (layout.PLAN, layout.METRICS, layout.RUN_RECORD):
         assert store.exists(f"records/v0/{name}"), name

@@ -84,7 +84,7 @@ def experiment(
 
 
 def no_errors(result: Any) -> None:
-    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.errors.items()}
+    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.replicate_errors.items()}
 
 
 def hits(result: Any, step: str = "guarded") -> int:

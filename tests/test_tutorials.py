@@ -38,7 +38,7 @@ def failed_replicates(namespace: dict) -> dict[str, str]:
     failures = {}
     for name, value in namespace.items():
         if isinstance(value, crystallize.Result):
-            for condition, errors in value.errors.items():
+            for condition, errors in value.replicate_errors.items():
                 for replicate, error in errors.items():
                     failures.setdefault(name, f"{condition}/{replicate}: {error.exception_type}: {error.message}")
     return failures

@@ -209,7 +209,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     code = EXIT_OK
     for name, result in results.items():
         for condition in failed_conditions(result):
-            first = min(result.errors.get(condition, {}).items(), default=(None, None))[1]
+            first = min(result.replicate_errors.get(condition, {}).items(), default=(None, None))[1]
             reason = f": {first.exception_type}: {first.message}" if first is not None else ""
             _say(err, f"{name}: condition '{condition}' failed in every replicate{reason}")
             code = EXIT_FAILED

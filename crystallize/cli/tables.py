@@ -91,7 +91,7 @@ def counts(result: Result, condition: str) -> tuple[int, int, int]:
         metrics = dict(result.metrics.conditions()).get(condition)
         done = len({r for reps in (metrics.replicates.values() if metrics else []) for r in reps})
     if failed is None:
-        failed = len(result.errors.get(condition, {}))
+        failed = len(result.replicate_errors.get(condition, {}))
     return int(done), int(failed), planned
 
 
@@ -221,7 +221,7 @@ def show_run(console: Console, result: Result, location: str, *, max_errors: int
         console.print("no hypothesis results: the run did not finish (crystallize run TARGET --resume finishes it)")
     for warning in result.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
-    errors = [e for errs in result.errors.values() for _, e in sorted(errs.items())]
+    errors = [e for errs in result.replicate_errors.values() for _, e in sorted(errs.items())]
     if errors:
         console.print(Text(f"{len(errors)} failed replicate(s):", style="bold red"))
         for error in errors[:max_errors]:

@@ -37,10 +37,17 @@ workers get their functions without importing the folder.
 Errors are :class:`~crystallize.errors.ValidationError` naming the file, the line, the
 key (``steps[1].params``) and what was expected.
 
+Folders in the format of Crystallize 0.27 load unchanged (:mod:`.format027`: ``datasource:
+{alias: fn}``, ``steps: [{name: {params}}]``, ``outputs: {alias: {file_name, loader, writer}}``,
+code in ``datasources.py``, ``steps.py``, ``outputs.py``, ``verifiers.py``); a config is read
+in that format when it has a shape only that format has. ``"producer#output"`` references are
+linked to the producer's output, found by name in a sibling folder (:mod:`.references`).
+
 One job per module: :mod:`.yaml_source` reads the file and words the errors,
 :mod:`.folder` imports the folder's modules, :mod:`.namespace` looks names up in them,
 :mod:`.build` and :mod:`.build_hypotheses` build the sections, :mod:`.codecs` holds the
-named loaders and writers, and :mod:`.loader` puts an experiment together. None of them
+named loaders and writers, :mod:`.format027` builds the 0.27 format, :mod:`.references` finds
+and links the experiments a config reads from, and :mod:`.loader` puts an experiment together. None of them
 imports :mod:`crystallize.experiment`: the experiment class is passed in.
 """
 
@@ -57,6 +64,14 @@ from .codecs import write_json as write_json
 from .codecs import write_pickle as write_pickle
 from .codecs import write_text as write_text
 from .folder import package_name as _package_name  # noqa: F401
-from .loader import CONFIG_FILE, load_experiment, load_experiment_folder
+from .loader import CONFIG_FILE, load_experiment, load_experiment_folder, load_experiment_graph
+from .references import ExperimentFolderNotFoundError, find_experiments_root
 
-__all__ = ["CONFIG_FILE", "load_experiment", "load_experiment_folder"]
+__all__ = [
+    "CONFIG_FILE",
+    "ExperimentFolderNotFoundError",
+    "find_experiments_root",
+    "load_experiment",
+    "load_experiment_folder",
+    "load_experiment_graph",
+]

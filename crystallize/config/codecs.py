@@ -6,8 +6,10 @@ Module-level functions, so they pickle by reference and workers need not receive
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .namespace import FUNCTION, Namespace
@@ -28,20 +30,27 @@ __all__ = [
 ]
 
 
-def load_json(data: bytes) -> Any:
-    return json.loads(data)
+def _content(data: bytes | os.PathLike[str]) -> bytes:
+    """Loaders are given the artifact's file (a ``Path``, as in 0.27); bytes are accepted too."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    return Path(data).read_bytes()
 
 
-def load_text(data: bytes) -> str:
-    return data.decode("utf-8")
+def load_json(data: bytes | os.PathLike[str]) -> Any:
+    return json.loads(_content(data))
 
 
-def load_bytes(data: bytes) -> bytes:
-    return data
+def load_text(data: bytes | os.PathLike[str]) -> str:
+    return _content(data).decode("utf-8")
 
 
-def load_pickle(data: bytes) -> Any:
-    return pickle.loads(data)  # the user's own artifacts, as the config asks
+def load_bytes(data: bytes | os.PathLike[str]) -> bytes:
+    return _content(data)
+
+
+def load_pickle(data: bytes | os.PathLike[str]) -> Any:
+    return pickle.loads(_content(data))  # the user's own artifacts, as the config asks
 
 
 def write_json(value: Any) -> bytes:
@@ -60,7 +69,7 @@ def write_pickle(value: Any) -> bytes:
     return pickle.dumps(value, protocol=5)
 
 
-LOADERS: dict[str, Callable[[bytes], Any]] = {
+LOADERS: dict[str, Callable[[Any], Any]] = {
     "json": load_json,
     "text": load_text,
     "bytes": load_bytes,

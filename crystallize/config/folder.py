@@ -25,14 +25,23 @@ from ..errors import ValidationError
 __all__ = ["import_folder", "package_name"]
 
 
-def import_folder(folder: Path, config_file: Path) -> tuple[str, dict[str, types.ModuleType]]:
-    """The private package name of ``folder`` and its modules by file stem, freshly imported."""
+def import_folder(
+    folder: Path, config_file: Path, only: Sequence[str] | None = None
+) -> tuple[str, dict[str, types.ModuleType]]:
+    """The private package name of ``folder`` and its modules by file stem, freshly imported.
+
+    ``only`` names the stems to import (the 0.27 format's fixed files); other files of the
+    folder stay importable by them, but are not run (a ``main.py`` that loads the folder would
+    load it again).
+    """
     package = package_name(folder)
     _forget(package)  # a fresh import on every load: edits to the modules take effect
     importlib.invalidate_caches()  # files written a moment ago (tests, generated folders) must be found
     files = sorted(p for p in folder.glob("*.py") if p.is_file() and not p.name.startswith("."))
     init = folder / "__init__.py"
     stems = [p.stem for p in files if p.name != "__init__.py"]
+    if only is not None:
+        stems = [stem for stem in stems if stem in only]
     try:
         cloudpickle.register_pickle_by_value(_import_root(folder, package, init))
     except Exception as exc:

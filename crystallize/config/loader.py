@@ -23,14 +23,16 @@ from .build import (
     check_steps_shape,
 )
 from .build_hypotheses import build_hypotheses
+from .format027 import FILES, Reference, build_027, check_027_keys, detect
 from .namespace import Namespace
+from .references import link_references, missing_producer, producer_config
 from .yaml_source import YamlSource, did_you_mean
 
 if TYPE_CHECKING:
     from ..experiment import Experiment
     from ..plugins.base import BasePlugin
 
-__all__ = ["CONFIG_FILE", "load_experiment", "load_experiment_folder"]
+__all__ = ["CONFIG_FILE", "load_experiment", "load_experiment_folder", "load_experiment_graph"]
 
 CONFIG_FILE = "config.yaml"
 
@@ -58,9 +60,20 @@ def load_experiment(
 
     ``plugins`` (execution, seed, ...) are passed to the experiment as they are; the
     config does not choose them. ``experiment_class`` is the class to build (default:
-    the builder's, ``Experiment``).
+    the builder's, ``Experiment``). A config in the 0.27 format that reads another
+    experiment's output (``"producer#output"``) loads that experiment too, to link its output.
     """
-    return _load(path, plugins, experiment_class)[0]
+    return _Loading(experiment_class).load(_locate(Path(path)), plugins)
+
+
+def load_experiment_graph(
+    path: str | os.PathLike[str], *, experiment_class: type[Experiment] | None = None
+) -> list[Experiment]:
+    """The experiment of ``path`` (a config file or its folder) and every experiment it reads from,
+    found by name as sibling folders (or under the experiments root, as 0.27 finds them), producers first."""
+    loading = _Loading(experiment_class)
+    loading.load(_locate(Path(path)), None, producers=True)
+    return loading.experiments()
 
 
 def load_experiment_folder(
@@ -82,7 +95,8 @@ def load_experiment_folder(
         raise ValidationError(
             f"{folder}: no subfolder has a {CONFIG_FILE}; expected one folder per experiment, each with a {CONFIG_FILE}"
         )
-    loaded = [_load(child, None, experiment_class) for child in children]
+    loading = _Loading(experiment_class)
+    loaded = [loading.load_one(child / CONFIG_FILE, None) for child in children]
     by_name: dict[str, YamlSource] = {}
     for experiment, config in loaded:
         other = by_name.get(experiment.id)
@@ -101,20 +115,79 @@ def load_experiment_folder(
                 f"no experiment named '{producer}' in {folder}{did_you_mean(producer, by_name)}; "
                 f"expected one of: {', '.join(sorted(by_name))}",
             )
+    for experiment, config in loaded:  # 0.27 references name experiments of this folder
+        references = loading.references.get(config.file.resolve(), [])
+        for reference in references:
+            if reference.producer not in by_name:
+                raise missing_producer(config, reference.path, reference.producer)
+        named = {e.id: e for e, _ in loaded}
+        link_references(experiment, config, references, named)
     return [experiment for experiment, _ in loaded]
 
 
-def _load(
-    path: str | os.PathLike[str],
-    plugins: Sequence[BasePlugin] | None,
-    experiment_class: type[Experiment] | None,
-) -> tuple[Experiment, YamlSource]:
-    """The experiment of one config, and the config (for errors that involve other experiments)."""
-    config_file = _locate(Path(path))
-    config = YamlSource.read(config_file)
+class _Loading:
+    """One load: configs read once each (by resolved path), with the producers their references name."""
+
+    def __init__(self, experiment_class: type[Experiment] | None) -> None:
+        self.experiment_class = experiment_class
+        self.loaded: dict[Path, tuple[Experiment, YamlSource]] = {}
+        self.references: dict[Path, list[Reference]] = {}
+        self.order: list[Path] = []  # producers before their consumers
+
+    def experiments(self) -> list[Experiment]:
+        return [self.loaded[file][0] for file in self.order]
+
+    def load(self, config_file: Path, plugins: Sequence[BasePlugin] | None, *, producers: bool = False) -> Experiment:
+        """The experiment of ``config_file``; its 0.27 references (and with ``producers`` every producer it
+        names) loaded and linked."""
+        return self._load(config_file.resolve(), plugins, producers, ())
+
+    def _load(
+        self, config_file: Path, plugins: Sequence[BasePlugin] | None, producers: bool, active: tuple[Path, ...]
+    ) -> Experiment:
+        if config_file in self.loaded:
+            return self.loaded[config_file][0]
+        experiment, config = self.load_one(config_file, plugins)
+        references = self.references.get(config_file, [])
+        names = [(r.producer, r.path) for r in references]
+        if producers and config.artifact_producer is not None:
+            names.append((config.artifact_producer, "datasource.artifact.experiment"))
+        found: dict[str, Experiment] = {}
+        for name, path in names:
+            file = producer_config(config_file, name)
+            if file is None:
+                raise missing_producer(config, path, name)
+            file = file.resolve()
+            if file in active or file == config_file:  # still loading: a cycle, which the graph reports
+                found[name] = self.loaded[file][0]
+                continue
+            found[name] = self._load(file, None, producers, (*active, config_file))
+        link_references(experiment, config, references, found)
+        self.order.append(config_file)
+        return experiment
+
+    def load_one(self, config_file: Path, plugins: Sequence[BasePlugin] | None) -> tuple[Experiment, YamlSource]:
+        """The experiment of one config, its references unlinked (cached by path)."""
+        key = config_file.resolve()
+        if key not in self.loaded:
+            config = YamlSource.read(config_file)
+            reason = detect(config.data)
+            if reason is None:
+                experiment = _load_ours(config, plugins, self.experiment_class)
+            else:
+                experiment, references = _load_027(config, reason, plugins, self.experiment_class)
+                self.references[key] = references
+            self.loaded[key] = (experiment, config)
+        return self.loaded[key]
+
+
+def _load_ours(
+    config: YamlSource, plugins: Sequence[BasePlugin] | None, experiment_class: type[Experiment] | None
+) -> Experiment:
+    """The experiment of a config in our format."""
     data = config.data
     config.check_keys(data, "", TOP_KEYS, REQUIRED_TOP_KEYS)
-    folder = config_file.parent
+    folder = config.file.parent
     name, description, replicates, initial_ctx = _header(config, folder)
 
     # The structure is checked before any module is imported; then the names are resolved.
@@ -132,25 +205,52 @@ def _load(
             "hypotheses compare treatments with the baseline; expected at least one entry under 'treatments'",
         )
     outputs = build_outputs(config, namespace, data.get("outputs"), name)
+    builder = _builder(name, description, replicates, initial_ctx, plugins, experiment_class)
+    builder.datasource(datasource).pipeline(steps).outputs(outputs).treatments(treatments).hypotheses(hypotheses)
+    return _build(config, builder)
 
+
+def _load_027(
+    config: YamlSource, reason: str, plugins: Sequence[BasePlugin] | None, experiment_class: type[Experiment] | None
+) -> tuple[Experiment, list[Reference]]:
+    """The experiment of a config in the 0.27 format (``reason`` says which shape told so)."""
+    check_027_keys(config, reason)
+    folder = config.file.parent
+    name, description, replicates, initial_ctx = _header(config, folder)
+    namespace = Namespace.import_folder(folder, config, only=FILES)
+    built = build_027(config, namespace, name)
+    builder = _builder(name, description, replicates, initial_ctx, plugins, experiment_class)
+    builder.datasource(built.datasource()).pipeline(built.steps).outputs(list(built.outputs.values()))
+    builder.treatments(built.treatments).hypotheses(built.hypotheses)
+    experiment = _build(config, builder)
+    experiment.outputs = dict(built.outputs)  # keyed by alias, as 0.27 keys them
+    return experiment, built.references
+
+
+def _builder(
+    name: str,
+    description: str | None,
+    replicates: int,
+    initial_ctx: dict[str, Any],
+    plugins: Sequence[BasePlugin] | None,
+    experiment_class: type[Experiment] | None,
+) -> ExperimentBuilder:
     builder = (
         ExperimentBuilder(name, experiment_class=experiment_class)
-        .datasource(datasource)
-        .pipeline(steps)
         .plugins(plugins or [])
         .initial_ctx(initial_ctx)
-        .outputs(outputs)
-        .treatments(treatments)
-        .hypotheses(hypotheses)
         .replicates(replicates)
     )
     if description is not None:
         builder.description(description)
+    return builder
+
+
+def _build(config: YamlSource, builder: ExperimentBuilder) -> Experiment:
     try:
-        experiment = builder.build()  # creates the experiment and validates it
+        return builder.build()  # creates the experiment and validates it
     except ValidationError as exc:
         raise ValidationError(f"{config.file}: {exc}") from exc
-    return experiment, config
 
 
 def _header(config: YamlSource, folder: Path) -> tuple[str, str | None, int, dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +122,11 @@ class Namespace:
         self.package = package
         self.modules = modules
         self.config = config
+        self.missing_file: str | None = None  # the one file names are looked up in, when the folder lacks it
 
     @classmethod
-    def import_folder(cls, folder: Path, config: YamlSource) -> Namespace:
-        package, modules = import_folder(folder, config.file)
+    def import_folder(cls, folder: Path, config: YamlSource, only: Sequence[str] | None = None) -> Namespace:
+        package, modules = import_folder(folder, config.file, only)
         return cls(folder, package, modules, config)
 
     def lookup(self, ref: Any, path: str, kind: Kind) -> Any:
@@ -199,6 +200,8 @@ class Namespace:
         return any(ref in vars(module) for module in self.modules.values())
 
     def _where(self) -> str:
+        if self.missing_file is not None and not self.modules:
+            return f"{self.folder / self.missing_file} (no such file)"
         files = [f"{stem}.py" for stem in self.modules]
         if not files:
             return f"{self.folder} (it has no Python modules)"

@@ -1,5 +1,6 @@
 """Upstream-style ``crystallize.datasources.artifacts`` path (re-export)."""
 
-from crystallize.artifact import Artifact
+from crystallize.artifact import Artifact, ArtifactDataSource
+from crystallize.context import ArtifactLog, ArtifactRecord
 
-__all__ = ["Artifact"]
+__all__ = ["Artifact", "ArtifactDataSource", "ArtifactLog", "ArtifactRecord"]

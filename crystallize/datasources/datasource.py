@@ -2,4 +2,6 @@
 
 from crystallize.datasource import DataSource, ExperimentInput, FunctionSource
 
-__all__ = ["DataSource", "ExperimentInput", "FunctionSource"]
+MultiArtifactDataSource = ExperimentInput  # the 0.27 name
+
+__all__ = ["DataSource", "ExperimentInput", "FunctionSource", "MultiArtifactDataSource"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._version import __version__
 from ..constants import FRAMEWORK_KEYS
 from ..context import FrozenContext, _read_only
-from ..errors import PipelineExecutionError, ValidationError
+from ..errors import PipelineExecutionError, ValidationError, step_failure
 from ..execution.base import Executor
 from .fold import RunFold
 from .plan import Conditions, ReplicateTask, RunSpec
@@ -168,7 +168,8 @@ def setup_steps(
             except PipelineExecutionError:
                 raise
             except Exception as exc:  # our own errors too: the message must name the step whose setup failed
-                raise PipelineExecutionError(f"{step.name}.setup", exc, experiment=experiment) from exc
+                # still the step's own exception class, as 0.27 let a setup() error through unwrapped
+                raise step_failure(f"{step.name}.setup", exc, experiment=experiment) from exc
             done.append(step)
             reserved = sorted(FRAMEWORK_KEYS.intersection(ctx.keys()))
             if reserved:

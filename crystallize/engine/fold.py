@@ -94,7 +94,7 @@ class RunFold:
             elif self.failed <= 5:
                 logger.warning("Replicate failed: %s", outcome.error)
             elif self.failed == 6:
-                logger.warning("More replicates failed; see Result.errors for all of them.")
+                logger.warning("More replicates failed; see Result.replicate_errors for all of them.")
 
     def unread_treatment_keys(self, conditions: Mapping[str, Any]) -> dict[str, list[str]]:
         """Per treatment, the keys it sets that no replicate of it read (so it changed nothing there)."""
@@ -130,7 +130,11 @@ class RunFold:
         errors = {name: fold.errors for name, fold in self._folds.items() if fold.errors}
         artifacts = {name: fold.artifacts for name, fold in self._folds.items() if fold.artifacts}
         full_provenance = dict(provenance)
-        full_provenance["seeds"] = {name: dict(sorted(fold.seeds.items())) for name, fold in self._folds.items()}
+        # 0.27's shape: the replicate seeds of each condition, as a list in replicate order.
+        full_provenance["seeds"] = {name: _seed_list(fold.seeds) for name, fold in self._folds.items()}
+        full_provenance["seeds_by_replicate"] = {
+            name: dict(sorted(fold.seeds.items())) for name, fold in self._folds.items()
+        }
         full_provenance["steps"] = {
             name: {
                 step: {"runs": int(s[0]), "cache_hits": int(s[1]), "seconds": s[2]}
@@ -143,8 +147,8 @@ class RunFold:
         full_provenance["replicates_failed"] = {name: len(fold.errors) for name, fold in self._folds.items()}
         return Result(
             metrics=ExperimentMetrics(baseline=baseline, treatments=treatments, hypotheses=hypothesis_results),
-            artifacts=artifacts,
-            errors=errors,
+            artifact_entries=artifacts,
+            replicate_errors=errors,
             provenance=full_provenance,
         )
 
@@ -182,3 +186,8 @@ def _paired_samples(tm: TreatmentMetrics, paired: set[int]) -> dict[str, list[An
         name: [v for r, v in zip(tm.replicates[name], values, strict=True) if r in paired]
         for name, values in tm.metrics.items()
     }
+
+
+def _seed_list(seeds: dict[int, int | None]) -> list[int | None]:
+    """Seeds indexed by replicate (``None`` for a replicate that has no outcome)."""
+    return [seeds.get(r) for r in range(max(seeds) + 1)] if seeds else []

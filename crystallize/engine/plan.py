@@ -100,10 +100,20 @@ class ErrorRecord:
     replicate: int = 0
     exception_types: tuple[str, ...] = ()
     attempts: int = 1
+    # The exception itself while the record stays in the process that caught it (serial, thread,
+    # asyncio executors), so ``Result.errors`` can hand back the original; never pickled or stored.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def step(self) -> str:
         return self.stage
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if name != "exception"}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record's fields as a run record stores them (without the live exception)."""
+        return self.__getstate__()
 
     def __str__(self) -> str:
         return (

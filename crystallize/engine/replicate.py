@@ -31,7 +31,7 @@ from ..cache import (
 )
 from ..constants import CONDITION_KEY, REPLICATE_KEY, SEED_USED_KEY
 from ..context import FrozenContext
-from ..errors import CacheError, PipelineExecutionError
+from ..errors import CacheError, step_failure
 from ..seeding import seed_standard_generators
 from ..tracebacks import format_exception
 from .plan import ArtifactEntry, Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec, StepRecord
@@ -105,7 +105,7 @@ def replicate_program(
             data = yield from run.step(index, step, data)
     except Exception as exc:
         if raise_errors:
-            raise PipelineExecutionError(
+            raise step_failure(  # also the step's own exception class, as 0.27's apply() raised it
                 run.stage, exc, condition=task.condition, replicate=task.replicate, experiment=spec.name
             ) from exc
         return run.outcome(run.error_record(exc)), None
@@ -193,6 +193,7 @@ class _Replicate:
             condition=task.condition,
             replicate=task.replicate,
             exception_types=tuple(f"{c.__module__}.{c.__qualname__}" for c in type(exc).__mro__),
+            exception=exc,
         )
         logger.debug("replicate failed: %s", error)
         return error

@@ -1,6 +1,6 @@
 """Plugins: observer hooks (seed, logging, artifacts) and execution plugins."""
 
-from .artifacts import ArtifactPlugin, load_metrics
+from .artifacts import ArtifactPlugin, load_all_metrics, load_metrics, load_metrics_table
 from .base import BasePlugin
 from .execution import AsyncExecution, ExecutionPlugin, ParallelExecution, SerialExecution
 from .logging_plugin import LoggingPlugin
@@ -15,5 +15,7 @@ __all__ = [
     "ParallelExecution",
     "SeedPlugin",
     "SerialExecution",
+    "load_all_metrics",
     "load_metrics",
+    "load_metrics_table",
 ]

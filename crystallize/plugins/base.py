@@ -13,7 +13,8 @@ first argument (``name``, ``id``, ``pipeline``, ``datasource``, ``replicates``) 
 a copy of the plugin under process and Ray execution: state they keep there does
 not come back. What must come back travels in the replicate outcome (metrics,
 artifact manifest). ``optimize()`` calls ``before_run`` once and ``after_run`` once.
-``apply()`` calls only the worker-side hooks, and the artifact plugin stores nothing.
+``apply()`` calls ``before_run``, the worker-side hooks and ``after_run`` (with a one-replicate
+Result); the artifact plugin stores nothing.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ValidationError
 from .base import BasePlugin
 
 if TYPE_CHECKING:
@@ -27,9 +28,21 @@ class LoggingPlugin(BasePlugin):
     log_level: str = "INFO"
     _started: float = field(default=0.0, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        _ = self.level  # a bad level fails here, where it was written, not at the first run
+
     @property
     def level(self) -> int:
-        return logging.getLevelName(self.log_level.upper()) if isinstance(self.log_level, str) else int(self.log_level)
+        """``log_level`` as a number; a name (any case) or a number is accepted, anything else is refused."""
+        value: Any = self.log_level
+        if isinstance(value, str):
+            value = logging.getLevelName(value.strip().upper())  # an int for a known name
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(
+                f"LoggingPlugin(log_level={self.log_level!r}) is not a logging level; use one of "
+                "'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL' (or a number such as logging.INFO)"
+            )
+        return value
 
     def before_run(self, experiment: Experiment) -> None:
         self._started = time.perf_counter()

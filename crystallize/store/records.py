@@ -20,11 +20,14 @@ A version folder holds (see :mod:`crystallize.store.layout`):
 ``metrics.parquet``
     Written at the end: the metrics in long form.
 ``run.json``
-    Written last (JSON): provenance, errors, hypotheses, the SHA-256 of
+    Written after the metrics (JSON): provenance, errors, hypotheses, the SHA-256 of
     ``metrics.parquet`` and the name and SHA-256 of every outcome part the run is made
     of, so a finished run whose files were damaged or lost afterwards can say so. A
     version with ``run.json`` finished; one without it was interrupted and can be
     resumed from its outcome parts.
+``metadata.json``, ``_manifest.json``, ``<condition>/results.json``, ``<condition>/.crystallize_complete``
+    Written after ``run.json``: the files Crystallize 0.27 wrote, derived from the same result
+    (see :mod:`crystallize.store.legacy_files`); never read back.
 
 This module writes and decodes the records and owns the version-folder primitives
 (list, claim, prune); finding, opening, listing and resetting runs goes through
@@ -54,7 +57,7 @@ from ..engine.plan import (
     ensure_storable,
 )
 from ..errors import CorruptRecordError, ValidationError
-from . import layout
+from . import layout, legacy_files
 from .filesystem import Store
 from .lease import is_live, lease_file
 from .locations import cache_signing_key
@@ -144,6 +147,7 @@ class RunRecorder:
         self._key: bytes | None = None
         self._keyed = False
         self._written: dict[str, str] = {}  # part name -> SHA-256 of its bytes, for run.json
+        self._artifact_steps: dict[str, str] = {}  # artifact name -> step folder, for _manifest.json
 
     @property
     def written_parts(self) -> frozenset[str]:
@@ -160,6 +164,7 @@ class RunRecorder:
 
     def record(self, outcome: ReplicateOutcome) -> None:
         self._buffer.append(outcome)
+        self._note_artifacts([outcome])
         now = time.monotonic()
         if now - self._last_flush >= self.flush_seconds or len(self._buffer) >= 5000:
             self.flush()
@@ -184,14 +189,21 @@ class RunRecorder:
                 continue
             try:
                 blob = self.store.read_bytes(f"{folder}/{name}")
-                decode_part(blob, self.key())
+                outcomes = decode_part(blob, self.key())
             except Exception:  # noqa: BLE001 - skipped on resume already; its replicates were rerun
                 continue
+            self._note_artifacts(outcomes)
             parts[name] = hashlib.sha256(blob).hexdigest()
         return parts
 
+    def _note_artifacts(self, outcomes: list[ReplicateOutcome]) -> None:
+        for outcome in outcomes:
+            for entry in outcome.artifacts:
+                self._artifact_steps.setdefault(entry.name, entry.step)
+
     def finish(self, result: Result) -> None:
-        """Flush, then write ``metrics.parquet`` and, last, ``run.json`` (the mark of a finished run)."""
+        """Flush, then write ``metrics.parquet``, ``run.json`` (the mark of a finished run) and, derived
+        from the same result, the files Crystallize 0.27 wrote (:mod:`crystallize.store.legacy_files`)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -204,8 +216,10 @@ class RunRecorder:
             "experiment": self.experiment,
             "version": self.version,
             "provenance": result.provenance,
-            "artifacts": {c: [vars(e) for e in entries] for c, entries in result.artifacts.items()},
-            "errors": {c: {str(r): vars(e) for r, e in errs.items()} for c, errs in result.errors.items()},
+            "artifacts": {c: [vars(e) for e in entries] for c, entries in result.artifact_entries.items()},
+            "errors": {
+                c: {str(r): e.as_dict() for r, e in errs.items()} for c, errs in result.replicate_errors.items()
+            },
             "hypotheses": [
                 {
                     "name": h.name,
@@ -222,6 +236,34 @@ class RunRecorder:
             },
         }
         self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.RUN_RECORD), dumps_json(record))
+        self._write_legacy_files(result)
+
+    def _write_legacy_files(self, result: Result) -> None:
+        """The 0.27 view of the run just recorded; a store that refuses it leaves the records as they are."""
+        provenance = result.provenance
+        ran = provenance.get("conditions")
+        conditions = {c: tm.metrics for c, tm in result.metrics.conditions() if ran is None or c in ran}
+        try:
+            legacy_files.write(
+                self.store,
+                self.experiment,
+                self.version,
+                metadata={
+                    "replicates": provenance.get("replicates"),
+                    "id": provenance.get("pipeline_fingerprint"),
+                    "name": self.experiment,
+                },
+                conditions=conditions,
+                manifest=dict(sorted(self._artifact_steps.items())),
+            )
+        except OSError as exc:
+            logger.warning(
+                "%s: the run is recorded, but the files Crystallize 0.27 tools read (results.json ...) could "
+                "not be written: %s: %s",
+                self.store.uri(layout.version_dir(self.experiment, self.version)),
+                type(exc).__name__,
+                exc,
+            )
 
 
 # ------------------------------------------------------------------ outcome parts

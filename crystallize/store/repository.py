@@ -26,7 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import CorruptRecordError, ValidationError
-from . import layout
+from . import layout, legacy_files
 from .claims import CLAIMS
 from .filesystem import Store
 from .locations import absolute
@@ -383,10 +383,12 @@ class RunRepository:
     def reset(self, experiment: str, version: int) -> None:
         """Remove a version's run records before an unversioned rerun into it, so old outcomes cannot mix in.
 
-        ``run.json`` goes first (a reset cut short leaves an unfinished run, never a
-        finished one with missing outcomes). ``plan.json`` stays, to be overwritten by the
-        new plan; artifacts stay, to be overwritten replicate by replicate.
+        The 0.27 files go first, completion markers before the rest (a 0.27 tool never sees a
+        condition complete that is being rerun), then ``run.json`` (a reset cut short leaves an
+        unfinished run, never a finished one with missing outcomes). ``plan.json`` stays, to be
+        overwritten by the new plan; artifacts stay, to be overwritten replicate by replicate.
         """
+        legacy_files.remove(self.store, experiment, version)
         for name in (layout.RUN_RECORD, layout.METRICS, layout.OUTCOMES, CLAIMS):
             self.store.delete(layout.run_file(experiment, version, name))
         logger.debug("reset the run records of '%s' v%d in %s", experiment, version, self.store.location)

@@ -140,7 +140,7 @@ def hypotheses(result: Result) -> list[tuple[Any, ...]]:
 
 
 def assert_no_errors(result: Result) -> None:
-    assert result.errors == {}, {c: {r: str(e) for r, e in errs.items()} for c, errs in result.errors.items()}
+    assert result.errors == {}, {key: str(e) for key, e in result.errors.items()}
 
 
 def assert_same(result: Result, reference: Result) -> None:
@@ -148,8 +148,8 @@ def assert_same(result: Result, reference: Result) -> None:
     assert per_replicate(result) == per_replicate(reference)
     assert result.provenance["seeds"] == reference.provenance["seeds"]
     assert set(result.errors) == set(reference.errors)
-    for condition, errors in result.errors.items():
-        assert set(errors) == set(reference.errors[condition])
+    for condition, errors in result.replicate_errors.items():
+        assert set(errors) == set(reference.replicate_errors[condition])
 
 
 def stored_artifacts(experiment: str, version: int = 0) -> dict[tuple[int, str, str, str], bytes]:
@@ -165,7 +165,7 @@ def stored_artifacts(experiment: str, version: int = 0) -> dict[tuple[int, str, 
 def manifest(result: Result) -> dict[str, list[tuple[str, str, int, str]]]:
     return {
         condition: sorted((e.step, e.name, e.size, e.checksum) for e in entries)
-        for condition, entries in result.artifacts.items()
+        for condition, entries in result.artifact_entries.items()
     }
 
 
@@ -378,7 +378,7 @@ class ExecutorConformance:
 
         Path(FAIL_FLAG).write_text("shift,1\n")
         first = build(execution, "inv").run()
-        assert set(first.errors) == {"shift"} and set(first.errors["shift"]) == {1}
+        assert set(first.errors) == {"shift_rep_1"} and set(first.replicate_errors["shift"]) == {1}
         assert len(executions("fragile_value")) == 6
         Path(FAIL_FLAG).unlink()
 
@@ -626,8 +626,8 @@ class ExecutorConformance:
         module = user_module(FAILING_SOURCE)
         result = make(execution, [module.user_failure()], treatments=()).run()
 
-        assert set(result.errors) == {"baseline"} and set(result.errors["baseline"]) == {1}
-        error = result.errors["baseline"][1]
+        assert set(result.errors) == {"baseline_rep_1"} and set(result.replicate_errors["baseline"]) == {1}
+        error = result.replicate_errors["baseline"][1]
         assert error.exception_type == "ValueError"
         assert module.__file__ in error.traceback
         assert 'raise ValueError("user module refuses replicate one")' in error.traceback

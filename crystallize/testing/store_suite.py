@@ -394,7 +394,7 @@ class StoreConformance:
         # (a) as artifact names in a real run: a rejected name fails its replicate, at the step
         exp = _experiment(store_root, keep_name(names=tuple(names)), name="fuzz", replicates=len(names))
         result = exp.run()
-        failed = result.errors.get("baseline", {})
+        failed = result.replicate_errors.get("baseline", {})
         assert sorted(failed) == [i for i, ok in enumerate(verdicts) if not ok]
         for error in failed.values():
             assert error.stage == "keep_name"

@@ -36,7 +36,7 @@ from crystallize import (
 TRUE_SLOPE = 2.0
 
 # Declared by make_data (outputs=[points]), read by analyse (datasource=points).
-points = Artifact("points.json", loader=json.loads)
+points = Artifact("points.json", loader=lambda path: json.loads(path.read_text()))
 
 
 @data_source
