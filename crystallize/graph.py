@@ -443,9 +443,13 @@ def _plan_changes(
     except Exception as exc:  # noqa: BLE001 - the run itself will raise this with its message
         return [str(exc)]
     conditions = {BASELINE_CONDITION: None, **{t.name: t for t in treatments}}
+    try:
+        count = experiment._replicates_to_run(replicates)  # a consumer may take its producer's count
+    except Exception as exc:  # noqa: BLE001 - the run itself will raise this with its message
+        return [str(exc)]
     current = {
         **stored,
-        "replicates": replicates if replicates is not None else experiment.replicates,
+        "replicates": count,
         **describe_work(experiment.pipeline, experiment.datasource, conditions),
     }
     return plan_differences(stored, current)

@@ -303,3 +303,22 @@ def test_declared_replicates_set_the_consumers_count_and_more_than_the_producer_
     with pytest.raises(ValidationError, match=r"runs 5 replicates.*at most 3"):
         make_consumer(source, plugins=[quiet()]).run(replicates=5)
     assert [p.name for p in Path("data/consumer").iterdir()] == ["v0"]  # only the first run claimed a version
+
+
+def test_a_graph_resume_skips_a_finished_consumer_whose_count_its_datasource_declares(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from crystallize import ExperimentGraph
+
+    prod, out = make_producer(plugins=[quiet()], replicates=2)
+    declared = Artifact("values.json", load_json, producer="producer")
+    declared.replicates = 2
+    consumer = make_consumer(declared, plugins=[quiet()], replicates=1)  # runs the declared 2
+    graph = ExperimentGraph(prod, consumer)
+    graph.run()
+    with caplog.at_level(logging.INFO, logger="crystallize"):
+        results = graph.run(strategy="resume")
+    assert "'consumer' v0 is complete; skipping it" in caplog.text
+    assert "changed since" not in caplog.text
+    assert results["consumer"].metrics.baseline.metrics["total"] == [6, 9]
+    del out
