@@ -39,10 +39,10 @@ class ArtifactPlugin(BasePlugin):
     ``root_dir`` is a folder or a URI (``s3://bucket/prefix``); by default
     ``$CRYSTALLIZE_DATA_URI``, else ``data``. Every run claims a new ``v<N>``
     (``versioned=False`` reuses ``v0``); ``artifact_retention`` keeps the newest N versions.
-    ``big_file_threshold_mb`` is Crystallize 0.27's size (in MB) above which artifact files of
-    older retained versions are trimmed; it is accepted (and ``$CRYSTALLIZE_BIG_FILE_THRESHOLD_MB``
-    read when it is not given) and kept on the plugin, but no file is trimmed: every version keeps
-    its artifacts. ``max_artifact_bytes`` (default None: no limit) fails a replicate whose step adds a larger
+    ``big_file_threshold_mb`` (0.27's; default None, or ``$CRYSTALLIZE_BIG_FILE_THRESHOLD_MB``):
+    after a versioned run finishes, artifact files over that many MiB (as 0.27 counts them) are
+    deleted from the experiment's other finished versions; their run records stay whole, so
+    their results still load. ``max_artifact_bytes`` (default None: no limit) fails a replicate whose step adds a larger
     artifact, with an error naming the artifact, the step, its size and the limit.
     A run holds a lease on its version (renewed every ``lease_renew_seconds``, expired
     ``lease_seconds`` after the last renewal): retention deletes only finished versions and
@@ -84,6 +84,21 @@ class ArtifactPlugin(BasePlugin):
                     self.experiment_id,
                     self.artifact_retention,
                 )
+
+    def after_run(self, experiment: Experiment, result: Any) -> None:
+        mb = self.big_file_threshold_mb
+        if mb is None or not self.versioned or self.experiment_id is None or self.version is None:
+            return
+        removed = RunRepository(self.store()).trim_large_artifacts(
+            self.experiment_id, int(mb * 1024 * 1024), keep=self.version
+        )
+        if removed:
+            logger.info(
+                "Removed %d artifact file(s) over %s MB from older versions of '%s' (big_file_threshold_mb)",
+                len(removed),
+                mb,
+                self.experiment_id,
+            )
 
     @property
     def run_dir(self) -> str | None:

@@ -268,6 +268,19 @@ class Store:
             return []
         return sorted(posixpath.basename(info.path.rstrip("/")) for info in infos)
 
+    def walk_sizes(self, relative: str) -> Iterator[tuple[str, int]]:
+        """(relative path, size in bytes) of every file below ``relative``."""
+        path = self._listing_path(relative)
+        prefix = self.base.rstrip("/") + "/"
+        if self.is_local:
+            for child, info in self._local_entries(path, recursive=True):
+                yield (child[len(prefix) :] if child.startswith(prefix) else child), info.st_size
+            return
+        infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+        for info in infos:
+            if info.type == pafs.FileType.File:
+                yield (info.path[len(prefix) :] if info.path.startswith(prefix) else info.path), int(info.size or 0)
+
     def walk_files(self, relative: str) -> Iterator[str]:
         """Relative paths of every file below ``relative`` (``""`` is the root)."""
         path = self._listing_path(relative)

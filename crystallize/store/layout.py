@@ -129,6 +129,14 @@ def legacy_step_folder(step: str) -> str:
     return f"{step.title()}Step"
 
 
+_REPLICATE_FOLDER = re.compile(r"^replicate_\d+/")
+
+
+def is_artifact_path(inside_version: str) -> bool:
+    """Whether a path relative to a version folder is an artifact (``replicate_<i>/<condition>/...``)."""
+    return bool(_REPLICATE_FOLDER.match(inside_version))
+
+
 def cache_dir(fingerprint: str) -> str:
     return check_segment(fingerprint, "step fingerprint")
 

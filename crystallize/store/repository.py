@@ -334,6 +334,26 @@ class RunRepository:
     def prune(self, experiment: str, keep: int, protect: int | None = None) -> list[int]:
         return prune_versions(self.store, experiment, keep, protect)
 
+    def trim_large_artifacts(self, experiment: str, limit_bytes: int, *, keep: int) -> list[str]:
+        """Delete artifact files over ``limit_bytes`` from finished versions other than ``keep`` (0.27's
+        ``big_file_threshold_mb``); returns what went.
+
+        Only artifacts (``replicate_<i>/...``) are touched: the run records, which hold the results,
+        stay whole, and a version that is not finished (another process may be writing it) is left
+        alone.
+        """
+        removed: list[str] = []
+        for version in self.versions(experiment):
+            if version == keep or not self.store.exists(layout.run_file(experiment, version, layout.RUN_RECORD)):
+                continue
+            folder = layout.version_dir(experiment, version)
+            for relative, size in list(self.store.walk_sizes(folder)):
+                inside = relative[len(folder) + 1 :] if relative.startswith(folder + "/") else relative
+                if size > limit_bytes and layout.is_artifact_path(inside):
+                    self.store.delete(relative)
+                    removed.append(relative)
+        return removed
+
     # -- starting and abandoning a run ----------------------------------------------
     def has_version(self, experiment: str, version: int) -> bool:
         try:
