@@ -25,7 +25,6 @@ import atexit
 import hashlib
 import logging
 import os
-import pickle
 import shutil
 import tempfile
 import threading
@@ -50,13 +49,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _default_writer(value: Any) -> bytes:
-    """Bytes as they are, ``str`` as UTF-8, anything else pickled (read it back with a loader that unpickles)."""
+def _default_writer(name: str, value: Any) -> bytes:
+    """Bytes as they are, ``str`` as UTF-8; anything else needs a writer (as in 0.27).
+
+    Not pickled: reading a pickle back from a store would run whatever the file holds.
+    """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
-    return pickle.dumps(value, protocol=5)
+    raise ParameterError(
+        f"Artifact '{name}': default_writer expects bytes or str, got {type(value).__name__}; give the "
+        "artifact a writer, e.g. Artifact(name, loader, writer=lambda v: json.dumps(v).encode())"
+    )
 
 
 def _check_replicates(value: Any) -> int | None:
@@ -72,7 +77,7 @@ class Artifact(DataSource):
 
     ``loader(path)`` turns the stored file (a :class:`pathlib.Path`) into the consumer's
     data (default: its bytes); ``writer(value)`` turns a value into bytes for :meth:`write`
-    (default: bytes as is, ``str`` encoded, anything else pickled). ``producer`` is the
+    (default: bytes as is, ``str`` encoded, anything else refused). ``producer`` is the
     experiment that writes it (set for you by ``Experiment(outputs=[...])``) or its name;
     ``condition`` is the producer condition to read (default: the consumer's own condition,
     else the baseline); ``step`` the producer step that wrote it (found by looking when
@@ -225,7 +230,7 @@ class Artifact(DataSource):
                 )
         else:
             raise ParameterError(f"Artifact.write takes (value) or (ctx, value), got {len(args)} arguments")
-        data = self.writer(value) if self.writer is not None else _default_writer(value)
+        data = self.writer(value) if self.writer is not None else _default_writer(self._name, value)
         ctx.artifacts.add(self._name, data)
 
     # ------------------------------------------------------------------ consumer side

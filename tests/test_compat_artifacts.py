@@ -322,3 +322,17 @@ def test_a_graph_resume_skips_a_finished_consumer_whose_count_its_datasource_dec
     assert "changed since" not in caplog.text
     assert results["consumer"].metrics.baseline.metrics["total"] == [6, 9]
     del out
+
+
+def test_the_default_writer_takes_bytes_or_str_and_refuses_the_rest_as_0_27_does() -> None:
+    """Nothing is pickled by default: a pickle read back from a store would run what it holds."""
+    from crystallize import FrozenContext
+
+    ctx = FrozenContext({"replicate": 0, "condition": "baseline"})
+    out = Artifact("values.json")
+    out.write(ctx, "text")
+    out_bytes = Artifact("raw.bin")
+    out_bytes.write(ctx, b"\x00\x01")
+    with pytest.raises(TypeError, match="default_writer expects bytes or str, got dict"):
+        Artifact("other.json").write(ctx, {"a": 1})
+    assert [record.name for record in ctx.artifacts] == ["values.json", "raw.bin"]
