@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ParameterError
+from .resources import ResourceFactory
 
 if TYPE_CHECKING:
     from .context import FrozenContext
@@ -97,25 +98,33 @@ class CallSignature:
         return {name: ctx[name] for name in self.injectable if name not in explicit and ctx is not None and name in ctx}
 
     def call(self, fn: Callable[..., Any], data: Any, ctx: FrozenContext | None, kwargs: dict[str, Any]) -> Any:
+        if ctx is not None:
+            for name, value in kwargs.items():
+                bind = _binder(type(value))
+                if bind is not None:  # an Artifact parameter: its copy bound to this replicate (write(value))
+                    kwargs[name] = bind(value, ctx)
         if self.data_param is not None:
             kwargs[self.data_param] = data
         if self.ctx_param is not None:
             kwargs[self.ctx_param] = ctx
-        if ctx is not None:
-            for name, value in kwargs.items():
-                bind = getattr(type(value), "__crystallize_bind__", None)
-                if bind is not None:  # an Artifact parameter: its copy bound to this replicate (write(value))
-                    kwargs[name] = bind(value, ctx)
         return fn(**kwargs)
 
 
 _NO_CTX: Any = object()
+_BINDERS: dict[type, Any] = {}
+
+
+def _binder(cls: type) -> Any:
+    """``cls.__crystallize_bind__`` or None, looked up once per class (this runs for every step call)."""
+    try:
+        return _BINDERS[cls]
+    except KeyError:
+        found = _BINDERS[cls] = getattr(cls, "__crystallize_bind__", None)
+        return found
 
 
 def _built(value: Any, ctx: FrozenContext) -> Any:
     """A ``resource_factory`` found in the context is injected as the resource it builds, not as the factory."""
-    from .resources import ResourceFactory
-
     return value(ctx) if isinstance(value, ResourceFactory) else value
 
 

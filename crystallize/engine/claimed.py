@@ -107,7 +107,7 @@ class ClaimedRun:
                 len(unreadable),
             )
             self._run(unreadable, conditions, fold, lambda _task: None)
-        self._fold([task for task in block if task not in unreadable], fold)
+        self._fold([task for task in block if task in self.known], fold)
 
     def _run_claimed(self, claimed: Sequence[int], conditions: Conditions, fold: RunFold) -> None:
         remaining: dict[int, int] = {}
@@ -116,7 +116,8 @@ class ClaimedRun:
         for index in claimed:
             block = self.blocks[index]
             todo = [task for task in block if not _succeeded(self.known.get(task))]
-            self._fold([task for task in block if task not in todo], fold)
+            pending = set(todo)
+            self._fold([task for task in block if task not in pending], fold)
             if not todo:
                 self.claims.finish(index)
                 continue
@@ -125,14 +126,25 @@ class ClaimedRun:
                 block_of[task] = index
             tasks.extend(todo)
 
+        # A finished block is marked done once a part holding its last outcome is published: at the
+        # recorder's own flush cadence, not a flush (and fsyncs) per block.
+        awaiting: list[tuple[int, int]] = []  # (block, parts published when its last outcome came)
+
         def finished_one(task: Key) -> None:
             index = block_of[task]
             remaining[index] -= 1
             if remaining[index] == 0:
-                self.session.flush_records()
-                self.claims.finish(index)
+                awaiting.append((index, self.session.published_parts()))
+            if awaiting:
+                published = self.session.published_parts()
+                while awaiting and awaiting[0][1] < published:
+                    self.claims.finish(awaiting.pop(0)[0])
 
         self._run(tasks, conditions, fold, finished_one)
+        if awaiting:
+            self.session.flush_records()
+            for index, _ in awaiting:
+                self.claims.finish(index)
 
     def _run(
         self, tasks: list[ReplicateTask], conditions: Conditions, fold: RunFold, after_each: Callable[[Key], None]

@@ -104,6 +104,10 @@ class RunSession:
         if self.recorder is not None:
             self.recorder.flush()
 
+    def published_parts(self) -> int:
+        """How many outcome parts this session has published; grows with each flush."""
+        return self.recorder.published if self.recorder is not None else 0
+
     def _driver_side_artifact_writer(self) -> Callable[[ReplicateOutcome], None] | None:
         if not self.spec.artifacts_via_driver:
             return None

@@ -387,12 +387,16 @@ class Store:
         return removed
 
     def delete(self, relative: str) -> None:
+        """Remove a file or folder; one that is gone already (another process removed it first) is fine."""
         path = self.full_path(relative)
         info = self.fs.get_file_info(path)
-        if info.type == pafs.FileType.Directory:
-            self.fs.delete_dir(path)
-        elif info.type == pafs.FileType.File:
-            self.fs.delete_file(path)
+        try:
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(path)
+            elif info.type == pafs.FileType.File:
+                self.fs.delete_file(path)
+        except FileNotFoundError:
+            pass
 
     def claim(self, relative: str) -> bool:
         """Create the folder ``relative`` if nobody has; True for exactly one concurrent caller.

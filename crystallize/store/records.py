@@ -150,6 +150,11 @@ class RunRecorder:
         self._artifact_steps: dict[str, str] = {}  # artifact name -> step folder, for _manifest.json
 
     @property
+    def published(self) -> int:
+        """How many parts this recorder published (each flush adds one)."""
+        return len(self._written)
+
+    @property
     def written_parts(self) -> frozenset[str]:
         """The outcome parts this recorder published."""
         return frozenset(self._written)

@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,26 @@ class StoreConformance:
         assert list(store.walk_files("a")) == []
         store.delete("a")  # deleting what is gone is not an error
         assert store.read_bytes("e.txt") == b""
+
+        # sessions sharing a version delete one lease file at once: none of them fails
+        for _ in range(5):
+            store.write_bytes("shared/lease.json", b"{}")
+            errors: list[BaseException] = []
+            barrier = threading.Barrier(4)
+
+            def remove(barrier: threading.Barrier = barrier, errors: list[BaseException] = errors) -> None:
+                barrier.wait()
+                try:
+                    store.delete("shared/lease.json")
+                except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=remove) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert errors == [] and not store.exists("shared/lease.json")
 
         assert self.temporaries(store_root, tmp_path) == []
         assert all(self.is_inside(store_root, path) for path in self.written_paths(store_root, tmp_path))
