@@ -414,6 +414,7 @@ class Experiment:
             replicates=replicates,
             cache_root=_cache_root(),
             cache_key=_cache_key(self.pipeline),
+            signing_key=cache_signing_key(),
             mode=mode,
             version=version,
             description=self.description,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..store import signed_pickle
 from .namespace import FUNCTION, Namespace
 from .yaml_source import YamlSource, did_you_mean
 
@@ -50,7 +50,9 @@ def load_bytes(data: bytes | os.PathLike[str]) -> bytes:
 
 
 def load_pickle(data: bytes | os.PathLike[str]) -> Any:
-    return pickle.loads(_content(data))  # the user's own artifacts, as the config asks
+    """A pickle the ``pickle`` writer made with this user's (or team's) key; anything else is refused."""
+    where = f"artifact file {os.fspath(data)}" if not isinstance(data, (bytes, bytearray, memoryview)) else None
+    return signed_pickle.loads(_content(data), what=where or "a pickled artifact")
 
 
 def write_json(value: Any) -> bytes:
@@ -66,7 +68,8 @@ def write_bytes(value: Any) -> bytes:
 
 
 def write_pickle(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=5)
+    """Pickled and signed (see :mod:`crystallize.store.signed_pickle`)."""
+    return signed_pickle.dumps(value)
 
 
 LOADERS: dict[str, Callable[[Any], Any]] = {

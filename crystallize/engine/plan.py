@@ -74,6 +74,8 @@ class RunSpec:
     # The step cache's signing key, read on the driver (never by workers) and shipped with the spec
     # (process pool: over the pool's pipe; Ray: through its object store). Never written to a store.
     cache_key: bytes | None = field(default=None, repr=False, compare=False)
+    # The same user's (or team's) key for what else is signed in a worker: pickled artifacts.
+    signing_key: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:

@@ -33,6 +33,7 @@ from ..constants import CONDITION_KEY, REPLICATE_KEY, SEED_USED_KEY
 from ..context import FrozenContext
 from ..errors import CacheError, step_failure
 from ..seeding import seed_standard_generators
+from ..store import signed_pickle
 from ..tracebacks import format_exception
 from .plan import ArtifactEntry, Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec, StepRecord
 
@@ -73,8 +74,9 @@ class PreparedSpec:
             for name in _HOOKS:
                 if getattr(type(plugin), name, None) is not getattr(BasePlugin, name):
                     hooks[name].append(plugin)
-        # The key comes with the spec: a worker never reads a key file or the environment for it.
+        # The keys come with the spec: a worker never reads a key file or the environment for them.
         cache = StepCache(spec.cache_root, key=spec.cache_key) if spec.cache_root else None
+        signed_pickle.use_key(spec.signing_key)
         return cls(spec=spec, cache=cache, **hooks)
 
 
