@@ -24,8 +24,7 @@ from .datasource import resolve_inputs
 from .errors import ValidationError
 from .plugins.artifacts import ArtifactPlugin
 from .plugins.execution import ExecutionPlugin
-from .runs import load_run
-from .store import layout
+from .runs import open_result
 from .store.repository import RunRepository
 from .tracebacks import add_note
 
@@ -401,7 +400,7 @@ class ExperimentGraph:
                 )
                 return "outputs-missing", None
         logger.info("'%s' v%d is complete; skipping it", name, version)
-        return "complete", load_run(f"{store.location.rstrip('/')}/{layout.version_dir(name, version)}")
+        return "complete", open_result(repository, name, version)
 
     def _check_replicates(self, replicates: int | None) -> None:
         """A consumer's replicate i reads its producer's replicate i: the producer must run as many."""

@@ -31,6 +31,11 @@ def load_run(location: str | os.PathLike[str]) -> Result:
         version = repository.latest(experiment, require="claim")
         if version is None:
             raise RunNotFoundError(f"no runs of '{experiment}' under {repository.store.location}")
+    return open_result(repository, experiment, version)
+
+
+def open_result(repository: RunRepository, experiment: str, version: int) -> Result:
+    """:func:`load_run` of a version already located in a repository (no path to build or parse)."""
     run = repository.open(experiment, version)
     if run is None:
         raise RunNotFoundError(f"{repository.uri(experiment, version)} has no plan.json: not a run")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from s3_server import moto_endpoint  # noqa: F401 - fixture for the S3 case
 
 from crystallize import (
     Artifact,
@@ -435,3 +436,21 @@ def test_independent_experiments_run_side_by_side_on_ray(ray_session, _private_w
     assert max(a_start, b_start) < min(a_end, b_end) - 0.5
     assert c_start >= a_end  # the consumer still waited for its producer
     assert results["after_a"].metrics.baseline.metrics["read"] == [0, 1, 2]
+
+
+def test_resume_reopens_a_complete_producer_on_a_store_uri_with_options(
+    _private_workdir: Path, request: pytest.FixtureRequest
+) -> None:
+    """The skipped producer is reopened from its store, not from a path glued onto the store's URI."""
+    from s3_server import new_bucket
+
+    endpoint = request.getfixturevalue("moto_endpoint")
+    root = f"s3://{new_bucket(endpoint)}/data?region=us-east-1"
+    prod, out = producer(_private_workdir, plugins=[quiet(), ArtifactPlugin(root_dir=root)])
+    cons = consumer(_private_workdir, out, plugins=[quiet(), ArtifactPlugin(root_dir=root)])
+    graph = ExperimentGraph(prod, cons)
+    graph.run()
+    results = graph.run(strategy="resume")
+    assert executions(_private_workdir, "write") == 4  # skipped, not run again
+    assert results["producer"].provenance["finished"] is True
+    assert results["producer"].metrics.baseline.metrics["written"] == [0, 1, 2, 3]
