@@ -47,3 +47,15 @@ def test_thread_pool_warns_about_global_generators(caplog: pytest.LogCaptureFixt
     result, warned, _ = run(1, "one_thread")
     assert warned == []
     assert not [w for w in result.provenance.get("warnings", []) if "ctx.rng" in w]
+
+
+def test_provenance_names_each_local_executor_as_the_registry_does() -> None:
+    """``--executor asyncio`` runs an executor recorded as ``asyncio``, not under another name."""
+    from crystallize.execution import registry
+
+    for name in ("serial", "thread", "process", "asyncio"):
+        executor = registry.get(name).create().create_executor()
+        try:
+            assert executor.describe()["executor"] == name
+        finally:
+            executor.stop()

@@ -209,7 +209,7 @@ class AsyncExecutor(Executor):
     a serial run.
     """
 
-    name = "async"
+    name = "asyncio"  # the name it is registered and chosen by (`--executor asyncio`)
 
     def __init__(self, max_concurrency: int | None = None) -> None:
         self.max_concurrency = max_concurrency or 64

@@ -159,7 +159,7 @@ ASYNCIO = ExecutorEntry(
     "asyncio",
     _asyncio,
     "coroutines on one event loop (async def steps)",
-    conformance={"async": _asyncio_quiet},
+    conformance={"asyncio": _asyncio_quiet},
 )
 
 
