@@ -65,10 +65,12 @@ class PipelineExecutionError(CrystallizeError):
         self.replicate = replicate
         self.experiment = experiment
 
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.step_name, self.original_exception, self.condition, self.replicate, self.experiment)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt from its fields (the default would call __init__ with the message alone).
-        fields = (self.step_name, self.original_exception, self.condition, self.replicate, self.experiment)
-        return (_rebuild_pipeline_error, fields)
+        return (_rebuild_pipeline_error, self._fields())
 
 
 def _rebuild_pipeline_error(
@@ -265,8 +267,7 @@ def _combined_class(kind: type[BaseException]) -> type[PipelineExecutionError] |
 
 def _reduce_step_failure(self: PipelineExecutionError) -> tuple[Any, ...]:
     # The combined class is made at run time, so it is not importable: rebuild it the same way.
-    fields = (self.step_name, self.original_exception, self.condition, self.replicate, self.experiment)
-    return (_rebuild_step_failure, fields)
+    return (_rebuild_step_failure, self._fields())
 
 
 def _rebuild_step_failure(

@@ -154,6 +154,15 @@ def build_steps(config: YamlSource, namespace: Namespace, value: list[Any]) -> l
     return steps
 
 
+def treatment_path(config: YamlSource, name: Any) -> str:
+    """The config path of treatment ``name``, once the name is one a treatment may have (both formats)."""
+    path = child_path("treatments", str(name))
+    config.check_segment(name, path, "treatment name")
+    if name == BASELINE_CONDITION:
+        raise config.error(path, f"'{BASELINE_CONDITION}' is the condition without treatment; expected another name")
+    return path
+
+
 def build_treatments(config: YamlSource, namespace: Namespace, value: Any) -> list[Treatment]:
     if value is None:
         return []
@@ -161,12 +170,7 @@ def build_treatments(config: YamlSource, namespace: Namespace, value: Any) -> li
         raise config.expected("treatments", "a mapping of treatment names to context values or a function name", value)
     treatments = []
     for name, apply in value.items():
-        path = child_path("treatments", str(name))
-        config.check_segment(name, path, "treatment name")
-        if name == BASELINE_CONDITION:
-            raise config.error(
-                path, f"'{BASELINE_CONDITION}' is the condition without treatment; expected another name"
-            )
+        path = treatment_path(config, name)
         if isinstance(apply, dict):
             config.check_mapping(apply, path, "a mapping of context keys to values")
             treatments.append(Treatment(name, apply))

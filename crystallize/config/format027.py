@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..artifact import Artifact
-from ..constants import BASELINE_CONDITION
 from ..datasource import DataSource, ExperimentInput
 from ..errors import ParameterError, ValidationError
 from ..hypothesis import Hypothesis
 from ..steps import PipelineStep
 from ..treatment import Treatment
-from .build import _construct, _instantiate
+from .build import _construct, _instantiate, treatment_path
 from .build_hypotheses import _build_verifier, _check_metrics
 from .namespace import FUNCTION, SOURCE, STEP, VERIFIER, Namespace, is_verifier_factory
 from .yaml_source import YamlSource, child_path
@@ -323,12 +322,7 @@ def _build_treatments(config: YamlSource, value: Any) -> list[Treatment]:
         raise _type_error(config.expected("treatments", "a mapping of treatment names to {key: value}", value))
     treatments = []
     for name, apply in value.items():
-        path = child_path("treatments", str(name))
-        config.check_segment(name, path, "treatment name")
-        if name == BASELINE_CONDITION:
-            raise config.error(
-                path, f"'{BASELINE_CONDITION}' is the condition without treatment; expected another name"
-            )
+        path = treatment_path(config, name)
         apply = {} if apply is None else apply
         config.check_mapping(apply, path, "a mapping of context keys to values")
         treatments.append(Treatment(name, dict(apply)))
