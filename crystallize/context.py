@@ -35,14 +35,19 @@ class MetricsCollector:
 
     def __init__(self) -> None:
         self._values: dict[str, list[Any]] = {}
-        self._tags: dict[str, list[dict[str, Any]]] = {}
+        self._tags: dict[str, dict[int, dict[str, Any]]] = {}  # metric -> position of a tagged value -> its tags
 
     def add(self, name: str, value: Any, tags: Mapping[str, Any] | None = None) -> None:
         """Append ``value`` to metric ``name``; a metric may be recorded several times."""
-        if not isinstance(name, str) or not name:
-            raise ParameterError(f"metric name must be a non-empty string, got {name!r}")
-        self._values.setdefault(name, []).append(value)
-        self._tags.setdefault(name, []).append(dict(tags or {}))
+        if type(name) is not str or not name:
+            if not isinstance(name, str) or not name:
+                raise ParameterError(f"metric name must be a non-empty string, got {name!r}")
+        values = self._values.get(name)
+        if values is None:
+            values = self._values[name] = []
+        if tags:  # kept by position, only where given: most values carry none
+            self._tags.setdefault(name, {})[len(values)] = dict(tags)
+        values.append(value)
 
     def __getitem__(self, name: str) -> tuple[Any, ...]:
         return tuple(self._values[name])
@@ -57,7 +62,9 @@ class MetricsCollector:
         return len(self._values)
 
     def get_tags(self, name: str) -> tuple[dict[str, Any], ...]:
-        return tuple(self._tags.get(name, ()))
+        """The tags of each value of ``name`` (``{}`` for a value recorded without tags)."""
+        tags = self._tags.get(name, {})
+        return tuple(dict(tags.get(i, {})) for i in range(len(self._values.get(name, ()))))
 
     def as_dict(self) -> Mapping[str, tuple[Any, ...]]:
         return MappingProxyType({k: tuple(v) for k, v in self._values.items()})
@@ -296,10 +303,18 @@ class FrozenContext:
         copied on first read when mutable.
         """
         ctx = cls.__new__(cls)
-        ctx._init_state(_LOGGER)
         ctx._data = values
         ctx._shared = set(shared)
+        ctx._overridable = set()
+        ctx._reads = set()
+        ctx._step_reads = None
+        ctx._rng = None
         ctx._rng_seed = seed
+        ctx._rng_stream = 0
+        ctx._rng_used = False
+        ctx.metrics = MetricsCollector()
+        ctx.artifacts = ArtifactLog()
+        ctx.logger = _LOGGER
         return ctx
 
     def __reduce__(self) -> Any:

@@ -72,8 +72,11 @@ class CallSignature:
                 f"it accepts {', '.join(map(repr, self.injectable)) or 'no parameters'}."
             )
 
-    def resolve(self, explicit: Mapping[str, Any], ctx: FrozenContext | None, owner: str) -> dict[str, Any]:
-        """Values for every injectable parameter; a missing one raises ``ParameterError`` (a TypeError) naming it."""
+    def resolve(self, explicit: Mapping[str, Any], ctx: FrozenContext | None, owner: object) -> dict[str, Any]:
+        """Values for every injectable parameter; a missing one raises ``ParameterError`` (a TypeError) naming it.
+
+        ``owner`` names the step or datasource in that error (``str(owner)``, formatted only then).
+        """
         values: dict[str, Any] = {}
         missing: list[str] = []
         for name in self.injectable:

@@ -249,14 +249,12 @@ class Result:
         """Metrics in long form: one row per (condition, replicate, metric, value)."""
         import pyarrow as pa
 
+        from .store import arrow_columns as cols  # not pyarrow.array: it imports pandas (0.6 s) on first use
+
         conditions, replicates, names, values = self._long_rows()
-        return pa.table(
-            {
-                "condition": pa.array(conditions, pa.string()),
-                "replicate": pa.array(replicates, pa.int64()),
-                "metric": pa.array(names, pa.string()),
-                "value": _value_array(values),
-            }
+        return pa.Table.from_arrays(
+            [cols.strings(conditions), cols.int64s(replicates), cols.strings(names), _value_array(values)],
+            names=["condition", "replicate", "metric", "value"],
         )
 
     def to_pandas(self) -> Any:
@@ -310,11 +308,11 @@ def _as_path(location: str) -> Any:
 
 
 def _value_array(values: list[Any]) -> Any:
-    import pyarrow as pa
+    from .store import arrow_columns as cols
 
     if all(_is_number(v) for v in values):
-        return pa.array([float(v) for v in values], pa.float64())
-    return pa.array([_json_text(v) for v in values], pa.string())
+        return cols.float64s([float(v) for v in values])
+    return cols.strings([_json_text(v) for v in values])
 
 
 def _json_text(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from functools import lru_cache
 from typing import cast
 
 import numpy as np
@@ -14,8 +15,13 @@ def fresh_root_seed() -> int:
     return int(cast(int, entropy) % (2**63))
 
 
+@lru_cache(maxsize=1024)
 def replicate_seed(root_seed: int, replicate: int) -> int:
-    """The seed every condition of ``replicate`` uses (common random numbers)."""
+    """The seed every condition of ``replicate`` uses (common random numbers).
+
+    Memoised: the conditions of a replicate run one after another, and deriving a seed
+    costs more than the rest of a no-op replicate's bookkeeping.
+    """
     sequence = np.random.SeedSequence(entropy=root_seed, spawn_key=(replicate,))
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 

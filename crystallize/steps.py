@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .awaitables import is_awaitable
 from .hashing import code_fingerprint, stable_hash
 from .injection import CallSignature
 
@@ -31,7 +31,7 @@ class PipelineStep(ABC):
     async def __acall__(self, data: Any, ctx: FrozenContext) -> Any:
         """``await step.__acall__(data, ctx)``: the step's output, awaited when it is async (sync steps too)."""
         output = self(data, ctx)
-        if inspect.isawaitable(output):
+        if is_awaitable(output):
             output = await output
         return output
 
@@ -87,8 +87,9 @@ class FunctionStep(PipelineStep):
         self._fingerprint: str | None = None
 
     def __call__(self, data: Any, ctx: FrozenContext) -> Any:
-        kwargs = self.signature.resolve(self.explicit, ctx, f"step '{self.name}'")
-        return self.signature.call(self.fn, data, ctx, kwargs)
+        signature = self.signature
+        kwargs = signature.resolve(self.explicit, ctx, _StepLabel(self)) if signature.injectable else {}
+        return signature.call(self.fn, data, ctx, kwargs)
 
     @property
     def name(self) -> str:
@@ -111,6 +112,18 @@ class FunctionStep(PipelineStep):
         state = dict(self.__dict__)
         state["_fingerprint"] = None
         return state
+
+
+class _StepLabel:
+    """``step 'name'`` for an error message, formatted only when one is raised."""
+
+    __slots__ = ("step",)
+
+    def __init__(self, step: PipelineStep) -> None:
+        self.step = step
+
+    def __str__(self) -> str:
+        return f"step '{self.step.name}'"
 
 
 def exit_step(step: PipelineStep) -> PipelineStep:

@@ -38,12 +38,24 @@ class _ConditionFold:
             self.errors[replicate] = outcome.error
         else:
             self.finished.add(replicate)
+            values, value_replicates = self.values, self.value_replicates
             for name, items in outcome.metrics.items():
-                self.values.setdefault(name, []).extend(items)
-                self.value_replicates.setdefault(name, array("q")).extend([replicate] * len(items))
-        self.artifacts.extend(outcome.artifacts)
+                known = values.get(name)
+                if known is None:
+                    known = values[name] = []
+                    value_replicates[name] = array("q")
+                known.extend(items)
+                if len(items) == 1:
+                    value_replicates[name].append(replicate)
+                else:
+                    value_replicates[name].extend([replicate] * len(items))
+        if outcome.artifacts:
+            self.artifacts.extend(outcome.artifacts)
+        step_stats = self.step_stats
         for record in outcome.steps:
-            stats = self.step_stats.setdefault(record.step, [0, 0, 0.0])
+            stats = step_stats.get(record.step)
+            if stats is None:
+                stats = step_stats[record.step] = [0, 0, 0.0]
             stats[0] += 1
             stats[2] += record.seconds
             if record.cache_hit:

@@ -269,9 +269,20 @@ def _from_json(value: Any) -> Any:
     raise CorruptRecordError(f"unknown stored value kind {tag!r}")
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_COMPACT_JSON = json.JSONEncoder(allow_nan=True, separators=(",", ":")).encode
+_JSON_SCALARS = frozenset({bool, int, float, str, type(None)})
+
+
 def encode_metric_values(values: list[Any]) -> str:
     """One metric's values as JSON text; ``ValidationError`` when a value cannot be stored exactly."""
-    return json.dumps([_to_json(item) for item in values], allow_nan=True, separators=(",", ":"))
+    if all(type(item) is float or type(item) is int for item in values):  # the usual case: plain numbers
+        text = ",".join(map(repr, values))
+        if "n" not in text:  # finite: repr is JSON's spelling (nan and inf are spelled NaN and Infinity)
+            return f"[{text}]"
+    if all(type(item) in _JSON_SCALARS for item in values):
+        return _COMPACT_JSON(values)
+    return _COMPACT_JSON([_to_json(item) for item in values])
 
 
 def decode_metric_values(text: str) -> list[Any]:
@@ -332,6 +343,8 @@ def ensure_storable(outcome: ReplicateOutcome) -> ReplicateOutcome:
         if len(storable) != len(outcome.metrics):
             outcome.metrics = storable
         return outcome
+    if all(type(v) in _JSON_SCALARS for values in outcome.metrics.values() for v in values):
+        return outcome  # plain numbers and text: storable as they are (the check costs less than encoding)
     try:
         encode_metrics(outcome.metrics)
     except ValidationError as exc:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..awaitables import is_awaitable
 from ..cache import (
     CacheBackend,
     CacheEntry,
@@ -64,6 +64,23 @@ class PreparedSpec:
     before_replicate: list[BasePlugin]
     before_step: list[BasePlugin]
     after_step: list[BasePlugin]
+    datasource_stage: str = "datasource"
+    # per treatment object: (initial values with the treatment's mapping applied, the treatment's keys)
+    _condition_values: dict[int, tuple[Treatment | None, dict[str, Any], tuple[str, ...]]] = field(default_factory=dict)
+
+    def condition_values(self, treatment: Treatment | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """A condition's starting values (initial_ctx, then a mapping treatment's) and its treatment keys;
+        worked out once per treatment, as every replicate of the condition starts from the same values."""
+        known = self._condition_values.get(id(treatment))
+        if known is None or known[0] is not treatment:
+            initial = dict(self.spec.initial_ctx)
+            keys: tuple[str, ...] = ()
+            if treatment is not None and treatment.is_mapping:
+                applied = treatment.apply_map
+                initial.update(applied)
+                keys = tuple(applied)
+            known = self._condition_values[id(treatment)] = (treatment, initial, keys)
+        return known[1], known[2]
 
     @classmethod
     def of(cls, spec: RunSpec) -> PreparedSpec:
@@ -77,7 +94,15 @@ class PreparedSpec:
         # The keys come with the spec: a worker never reads a key file or the environment for them.
         cache = StepCache(spec.cache_root, key=spec.cache_key) if spec.cache_root else None
         signed_pickle.use_key(spec.signing_key)
-        return cls(spec=spec, cache=cache, **hooks)
+        stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
+        return cls(
+            spec=spec,
+            cache=cache,
+            before_replicate=hooks["before_replicate"],
+            before_step=hooks["before_step"],
+            after_step=hooks["after_step"],
+            datasource_stage=stage,
+        )
 
 
 def replicate_program(
@@ -97,9 +122,9 @@ def replicate_program(
     try:
         ctx = run.open_context(conditions[task.condition])
         if data is NO_DATA:
-            run.stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
+            run.stage = prepared.datasource_stage
             data = spec.datasource.fetch(ctx)
-            if inspect.isawaitable(data):
+            if is_awaitable(data):
                 data = yield data
         steps = spec.pipeline.steps
         last = len(steps) - 1 if stop_after is None else stop_after
@@ -131,15 +156,12 @@ class _Replicate:
     def open_context(self, treatment: Treatment | None) -> FrozenContext:
         """The replicate's context (shared values copied on first read), treatment, seeds, first hooks."""
         spec, task, seed = self.spec, self.task, self.seed
-        initial = dict(spec.initial_ctx)
-        if treatment is not None and treatment.is_mapping:
-            initial.update(treatment.apply_map)
-            self.treatment_keys = tuple(treatment.apply_map)
-        shared = list(initial)
+        values, self.treatment_keys = self.prepared.condition_values(treatment)
+        initial = dict(values)
         initial[REPLICATE_KEY] = task.replicate
         initial[CONDITION_KEY] = task.condition
         initial[SEED_USED_KEY] = seed
-        ctx = self.ctx = FrozenContext._trusted(initial, shared=shared, seed=seed)
+        ctx = self.ctx = FrozenContext._trusted(initial, shared=values, seed=seed)
         ctx._begin_stage(0)
         if treatment is not None and not treatment.is_mapping:
             self.stage = f"treatment:{treatment.name}"
@@ -173,16 +195,20 @@ class _Replicate:
             data, hit = yield from _run_cached(cache, step, fingerprint, index + 1, data, ctx)
         else:
             output = step(data, ctx)
-            if inspect.isawaitable(output):
+            if is_awaitable(output):
                 output = yield output
             data, metrics = unpack_step_output(output)
-            for name, value in (metrics or {}).items():
-                ctx.metrics.add(name, value)
-        for record in ctx.artifacts.unassigned():
-            record.step_name = step.name
+            if metrics:
+                add = ctx.metrics.add
+                for name, value in metrics.items():
+                    add(name, value)
+        name = step.name
+        if ctx.artifacts.records:
+            for record in ctx.artifacts.unassigned():
+                record.step_name = name
         for plugin in prepared.after_step:
             plugin.after_step(self.spec, step, data, ctx)
-        self.records.append(StepRecord(step.name, time.perf_counter() - started, hit))
+        self.records.append(StepRecord(name, time.perf_counter() - started, hit))
         return data
 
     def error_record(self, exc: Exception) -> ErrorRecord:
@@ -201,17 +227,17 @@ class _Replicate:
         return error
 
     def outcome(self, error: ErrorRecord | None = None) -> ReplicateOutcome:
-        ctx = self.ctx
+        ctx, task = self.ctx, self.task
         return ReplicateOutcome(
-            condition=self.task.condition,
-            replicate=self.task.replicate,
-            seed=self.seed,
-            metrics=ctx.metrics.snapshot() if ctx is not None else {},
-            steps=self.records,
-            artifacts=_manifest(ctx, self.spec.artifacts_via_driver),
-            error=error,
-            seconds=time.perf_counter() - self.started,
-            reads=_treatment_reads(ctx, self.treatment_keys),
+            task.condition,
+            task.replicate,
+            self.seed,
+            ctx.metrics.snapshot() if ctx is not None else {},
+            self.records,
+            _manifest(ctx, self.spec.artifacts_via_driver) if ctx is not None and ctx.artifacts.records else [],
+            error,
+            time.perf_counter() - self.started,
+            _treatment_reads(ctx, self.treatment_keys) if self.treatment_keys else (),
         )
 
 
@@ -265,7 +291,7 @@ def _run_cached(
     watch = _MissWatch(ctx)
     try:
         output = step(data, ctx)
-        if inspect.isawaitable(output):
+        if is_awaitable(output):
             output = yield output
     except BaseException:
         if base is not None and hasattr(cache, "abandon"):

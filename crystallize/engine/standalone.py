@@ -9,12 +9,12 @@ it, and what it did to the context (keys read with their values, keys written, m
 
 from __future__ import annotations
 
-import inspect
 import logging
 import sys
 from collections.abc import Awaitable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..awaitables import is_awaitable
 from ..cache import StepCache
 from ..constants import SEED_USED_KEY
 from ..context import FrozenContext
@@ -110,7 +110,7 @@ def _run_step(
     if cache is not None and fingerprint is not None:
         return (yield from _run_cached(cache, step, fingerprint, index + 1, data, ctx))
     output = step(data, ctx)
-    if inspect.isawaitable(output):
+    if is_awaitable(output):
         output = yield output
     data, metrics = unpack_step_output(output)
     for name, value in (metrics or {}).items():

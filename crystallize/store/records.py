@@ -57,6 +57,7 @@ from ..engine.plan import (
     ensure_storable,
 )
 from ..errors import CorruptRecordError, ValidationError
+from . import arrow_columns as cols
 from . import layout, legacy_files
 from .filesystem import Store
 from .lease import is_live, lease_file
@@ -169,7 +170,8 @@ class RunRecorder:
 
     def record(self, outcome: ReplicateOutcome) -> None:
         self._buffer.append(outcome)
-        self._note_artifacts([outcome])
+        if outcome.artifacts:
+            self._note_artifacts([outcome])
         now = time.monotonic()
         if now - self._last_flush >= self.flush_seconds or len(self._buffer) >= 5000:
             self.flush()
@@ -220,7 +222,7 @@ class RunRecorder:
         record = {
             "experiment": self.experiment,
             "version": self.version,
-            "provenance": result.provenance,
+            "provenance": _recorded_provenance(result.provenance),
             "artifacts": {c: [vars(e) for e in entries] for c, entries in result.artifact_entries.items()},
             "errors": {
                 c: {str(r): e.as_dict() for r, e in errs.items()} for c, errs in result.replicate_errors.items()
@@ -271,6 +273,16 @@ class RunRecorder:
             )
 
 
+# Provenance entries with one item per replicate: each outcome part holds its replicates' seeds, and
+# loading a run rebuilds them from there, so run.json (written with an indent, by Python's slow JSON
+# encoder) stays small however many replicates ran.
+_PER_REPLICATE_PROVENANCE = ("seeds", "seeds_by_replicate")
+
+
+def _recorded_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in provenance.items() if key not in _PER_REPLICATE_PROVENANCE}
+
+
 # ------------------------------------------------------------------ outcome parts
 
 PART_SUFFIX = ".arrow"
@@ -318,31 +330,90 @@ def _part_schema() -> Any:
     )
 
 
-def _outcome_row(outcome: ReplicateOutcome) -> dict[str, Any]:
-    try:
-        metrics = encode_metrics(outcome.metrics)
-    except ValidationError:  # not folded first (the driver folds before it records): fail it here
-        metrics = encode_metrics(ensure_storable(outcome).metrics)
-    error = outcome.error
-    return {
-        "condition": outcome.condition,
-        "replicate": outcome.replicate,
-        "seed": None if outcome.seed is None else str(int(outcome.seed)),
-        "seconds": float(outcome.seconds),
-        "error_stage": error.stage if error else None,
-        "error_type": error.exception_type if error else None,
-        "error_message": error.message if error else None,
-        "error_traceback": error.traceback if error else None,
-        "error_exception_types": list(error.exception_types) if error else None,
-        "error_attempts": error.attempts if error else None,
-        "steps": [{"step": s.step, "seconds": float(s.seconds), "cache_hit": bool(s.cache_hit)} for s in outcome.steps],
-        "artifacts": [
-            {"step": a.step, "name": a.name, "size": int(a.size), "checksum": a.checksum, "path": a.path}
-            for a in outcome.artifacts
-        ],
-        "reads": list(outcome.reads),
-        "metrics": [{"name": name, "values": text} for name, text in metrics],
-    }
+def _part_columns(outcomes: list[ReplicateOutcome], schema: Any) -> list[Any]:
+    """The part's columns, built straight from the outcomes (:mod:`.arrow_columns`: no pandas, no row dicts)."""
+    rows = len(outcomes)
+    metrics = []
+    for outcome in outcomes:
+        try:
+            metrics.append(encode_metrics(outcome.metrics))
+        except ValidationError:  # not folded first (the driver folds before it records): fail it here
+            metrics.append(encode_metrics(ensure_storable(outcome).metrics))
+    # ensure_storable may have turned an outcome into a failed one: read the outcomes after it
+    errors = [o.error for o in outcomes]
+    failed = [e for e in errors if e is not None]
+    steps = [s for o in outcomes for s in o.steps]
+    artifacts = [a for o in outcomes for a in o.artifacts]
+    types = {field.name: field.type for field in schema}
+
+    def error_column(name: str, value: Any) -> Any:
+        if not failed:
+            return cols.nulls(rows, types[name])
+        return cols.strings([None if e is None else value(e) for e in errors])
+
+    if failed:
+        exception_types = [t for e in failed for t in e.exception_types]
+        error_types = cols.lists(
+            [None if e is None else len(e.exception_types) for e in errors],
+            cols.strings(exception_types),
+            types["error_exception_types"],
+        )
+        attempts = cols.int64s([None if e is None else e.attempts for e in errors])
+    else:
+        error_types = cols.nulls(rows, types["error_exception_types"])
+        attempts = cols.nulls(rows, types["error_attempts"])
+    step_struct = types["steps"].value_type
+    artifact_struct = types["artifacts"].value_type
+    metric_struct = types["metrics"].value_type
+    return [
+        cols.strings([o.condition for o in outcomes]),
+        cols.int64s([o.replicate for o in outcomes]),
+        cols.strings([None if o.seed is None else str(int(o.seed)) for o in outcomes]),
+        cols.float64s([float(o.seconds) for o in outcomes]),
+        error_column("error_stage", lambda e: e.stage),
+        error_column("error_type", lambda e: e.exception_type),
+        error_column("error_message", lambda e: e.message),
+        error_column("error_traceback", lambda e: e.traceback),
+        error_types,
+        attempts,
+        cols.lists(
+            [len(o.steps) for o in outcomes],
+            cols.structs(
+                [
+                    cols.strings([s.step for s in steps]),
+                    cols.float64s([float(s.seconds) for s in steps]),
+                    cols.bools([bool(s.cache_hit) for s in steps]),
+                ],
+                step_struct,
+            ),
+            types["steps"],
+        ),
+        cols.lists(
+            [len(o.artifacts) for o in outcomes],
+            cols.structs(
+                [
+                    cols.strings([a.step for a in artifacts]),
+                    cols.strings([a.name for a in artifacts]),
+                    cols.int64s([int(a.size) for a in artifacts]),
+                    cols.strings([a.checksum for a in artifacts]),
+                    cols.strings([a.path for a in artifacts]),
+                ],
+                artifact_struct,
+            ),
+            types["artifacts"],
+        ),
+        cols.lists(
+            [len(o.reads) for o in outcomes], cols.strings([r for o in outcomes for r in o.reads]), types["reads"]
+        ),
+        cols.lists(
+            [len(m) for m in metrics],
+            cols.structs(
+                [cols.strings([n for m in metrics for n, _ in m]), cols.strings([t for m in metrics for _, t in m])],
+                metric_struct,
+            ),
+            types["metrics"],
+        ),
+    ]
 
 
 def _outcome_from_row(row: dict[str, Any]) -> ReplicateOutcome:
@@ -398,10 +469,10 @@ def encode_part(outcomes: list[ReplicateOutcome], key: bytes | None = None) -> b
     import pyarrow as pa
 
     schema = _part_schema()
-    table = pa.Table.from_pylist([_outcome_row(o) for o in outcomes], schema=schema)
+    batch = pa.RecordBatch.from_arrays(_part_columns(outcomes, schema), schema=schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
-        writer.write_table(table)
+        writer.write_batch(batch)
     body = sink.getvalue().to_pybytes()
     core = {"format": _PART_FORMAT, "rows": len(outcomes)}
     sha, signature = _digests(json.dumps(core, sort_keys=True).encode(), body, key)
