@@ -14,7 +14,11 @@ watched processes still alive (each checked against its start time, so a reused 
 hit). A worker started less than a second before the driver died may be missed: workers exit
 on their own once the raylet is gone. After a normal exit Ray has already stopped all of them
 and the watchdog just exits; it also exits when they are all gone while the driver runs on
-(``ray.shutdown()``). Linux only; a no-op elsewhere.
+(``ray.shutdown()``). Once the driver is gone, it removes the private Ray's temp folder when the
+driver made it (the driver removes it itself at a normal exit). Linux only; a no-op elsewhere.
+
+Its log goes to the Ray session's log folder, so it goes with that folder; set
+``CRYSTALLIZE_RAY_FATE_LOG`` to a file path to keep it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +42,8 @@ SCAN_SECONDS = 1.0  # how often the watchdog looks for new descendants of the Ra
 TERM_GRACE_SECONDS = 1.0  # between SIGTERM and SIGKILL
 SIGTERM_WAIT_SECONDS = 10.0  # a watchdog sent SIGTERM still cleans up after a driver dying that soon
 LOG_NAME = "crystallize_fate.log"  # in the Ray session's log folder
+LOG_ENV = "CRYSTALLIZE_RAY_FATE_LOG"  # a file path for the watchdog's log instead
+REMOVE_ATTEMPTS = 20  # tries to remove the temp folder while the last of Ray's processes exit
 
 # The driver's write end of the pipe: held open for the life of the process, on purpose.
 _PIPES: list[int] = []
@@ -106,10 +113,13 @@ def _signal(pid: int, start: int, signum: int) -> bool:
 class _Watch:
     """The watchdog's state: the driver and the processes of its Ray, by ``(pid, start time)``."""
 
-    def __init__(self, driver: int, driver_start: int, pipe: int, watched: dict[int, int]) -> None:
+    def __init__(
+        self, driver: int, driver_start: int, pipe: int, watched: dict[int, int], remove: str | None = None
+    ) -> None:
         self.driver, self.driver_start, self.pipe = driver, driver_start, pipe
         self.watched = dict(watched)
         self.terminate_by: float | None = None
+        self.remove = remove
 
     def refresh(self) -> None:
         """Forget the processes that ended; add the descendants of those still alive."""
@@ -128,6 +138,12 @@ class _Watch:
         return not _alive(self.driver, self.driver_start)
 
     def run(self) -> None:
+        """Watch; once the driver is gone, stop what is left of its Ray and remove its temp folder."""
+        if self.watch():
+            self.remove_folder()
+
+    def watch(self) -> bool:
+        """True when the driver is gone (its Ray stopped too), False when watching stopped while it runs."""
         gone = False
         while True:
             self.refresh()
@@ -135,16 +151,30 @@ class _Watch:
                 break
             if not self.watched:
                 logger.info("the Ray of driver %d stopped; nothing to watch", self.driver)
-                return
+                return False
             if self.terminate_by is not None and time.monotonic() > self.terminate_by:
                 logger.info("asked to stop while driver %d runs; leaving its Ray alone", self.driver)
-                return
+                return False
             gone = self.driver_gone(SCAN_SECONDS)
         if not self.watched:
             logger.info("driver %d exited and its Ray with it", self.driver)
-            return
+            return True
         logger.warning("driver %d died; stopping what is left of its Ray: %s", self.driver, sorted(self.watched))
         self.stop()
+        return True
+
+    def remove_folder(self) -> None:
+        """Remove the private Ray's temp folder, retrying while its last processes may still write there."""
+        if not self.remove or not os.path.basename(self.remove).startswith("cray-") or not os.path.isdir(self.remove):
+            return  # only ever the folder ensure_connected made
+        logger.info("removing the temp folder %s of driver %d", self.remove, self.driver)
+        for _ in range(REMOVE_ATTEMPTS):
+            shutil.rmtree(self.remove, ignore_errors=True)
+            if not os.path.exists(self.remove):
+                return
+            time.sleep(0.1)
+            self.refresh()
+        logger.warning("could not remove %s", self.remove)
 
     def stop(self) -> None:
         """SIGTERM the watched processes, then SIGKILL those still alive after a grace period."""
@@ -166,8 +196,13 @@ class _Watch:
         self.terminate_by = time.monotonic() + SIGTERM_WAIT_SECONDS
 
 
-def start(roots: Sequence[int], log_dir: str | None = None) -> subprocess.Popen[bytes] | None:
-    """Start the watchdog for the Ray processes ``roots`` this process started; None where unsupported."""
+def start(
+    roots: Sequence[int], log_dir: str | None = None, remove: str | None = None
+) -> subprocess.Popen[bytes] | None:
+    """Start the watchdog for the Ray processes ``roots`` this process started; None where unsupported.
+
+    ``remove``: a folder the watchdog removes once the driver is gone (the private Ray's temp folder).
+    """
     me = _stat(os.getpid()) if sys.platform.startswith("linux") else None
     if me is None:
         logger.debug("no fate sharing for the private Ray on %s: it needs Linux's /proc", sys.platform)
@@ -182,8 +217,11 @@ def start(roots: Sequence[int], log_dir: str | None = None) -> subprocess.Popen[
     ours.update(_descendants(ours))
     read_end, write_end = os.pipe()  # both non-inheritable: Ray's processes never hold the write end
     command = [sys.executable, "-I", os.path.abspath(__file__), str(os.getpid()), str(me[2]), str(read_end)]
-    if log_dir:
-        command += ["--log", os.path.join(log_dir, LOG_NAME)]
+    log = os.environ.get(LOG_ENV) or (os.path.join(log_dir, LOG_NAME) if log_dir else None)
+    if log:
+        command += ["--log", log]
+    if remove:
+        command += ["--remove", remove]
     try:
         proc = subprocess.Popen(
             [*command, *(f"{pid}:{start}" for pid, start in ours.items())],
@@ -204,7 +242,7 @@ def start(roots: Sequence[int], log_dir: str | None = None) -> subprocess.Popen[
     return proc
 
 
-def start_for_private_ray() -> subprocess.Popen[bytes] | None:
+def start_for_private_ray(remove: str | None = None) -> subprocess.Popen[bytes] | None:
     """Start the watchdog for the Ray this process has just started with ``ray.init()``."""
     try:
         from ray._private import worker
@@ -215,11 +253,11 @@ def start_for_private_ray() -> subprocess.Popen[bytes] | None:
     except Exception as exc:  # noqa: BLE001 - Ray internals moved: run without the watchdog, say so
         logger.debug("cannot list the processes of the private Ray (%s): no watchdog", exc)
         return None
-    return start(roots, log_dir)
+    return start(roots, log_dir, remove)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The watchdog process: ``fate.py DRIVER_PID DRIVER_START PIPE_FD PID:START... [--log FILE]``."""
+    """The watchdog process: ``fate.py DRIVER_PID DRIVER_START PIPE_FD PID:START... [--log FILE] [--remove DIR]``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal kills the driver: clean up after it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -228,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("pipe", type=int)
     parser.add_argument("watched", nargs="+", help="PID:START of each process to watch")
     parser.add_argument("--log")
+    parser.add_argument("--remove", help="a folder to remove once the driver is gone")
     args = parser.parse_args(argv)
     logging.basicConfig(
         filename=args.log,
@@ -238,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for item in args.watched:
         pid, _, start = item.partition(":")
         watched[int(pid)] = int(start)
-    watch = _Watch(args.driver, args.driver_start, args.pipe, watched)
+    watch = _Watch(args.driver, args.driver_start, args.pipe, watched, args.remove)
     signal.signal(signal.SIGTERM, watch.on_sigterm)
     watch.run()
 

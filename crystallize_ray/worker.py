@@ -1,7 +1,8 @@
 """Worker side: the one module-level remote function, and a per-process cache of run specs.
 
 A task carries only a batch of ``(condition, replicate)`` pairs and two small ids;
-the spec is fetched from the object store once per worker process and kept.
+the spec is fetched from the object store once per worker process and kept. What the batch
+logs and prints comes back with its outcomes (see ``worker_logs``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from crystallize.engine.plan import ReplicateOutcome, ReplicateTask, RunSpec
 from crystallize.engine.replicate import PreparedSpec, run_replicate
 from crystallize.engine.serialization import loads
+
+from .worker_logs import driver_level, run_captured
 
 if TYPE_CHECKING:
     from ray.actor import ActorHandle
@@ -61,8 +64,29 @@ def run_batch(
     retry_types: Sequence[str] = (),
     retry_limit: int = 0,
     broker: ActorHandle[CacheBroker] | None = None,
+    *,
+    log_level: int | None = None,
 ) -> list[ReplicateOutcome]:
-    """Run ``tasks`` in order; replicates failing with a listed exception type are retried here."""
+    """Run ``tasks`` in order; replicates failing with a listed exception type are retried here.
+
+    With ``log_level``, records at or above it and what the batch prints come back with the outcomes.
+    """
+    return run_captured(
+        log_level,
+        lambda: _run_batch(spec_id, spec_box, conditions_id, conditions_box, tasks, retry_types, retry_limit, broker),
+    )
+
+
+def _run_batch(
+    spec_id: str,
+    spec_box: Sequence[Any],
+    conditions_id: str,
+    conditions_box: Sequence[Any],
+    tasks: Sequence[tuple[str, int]],
+    retry_types: Sequence[str],
+    retry_limit: int,
+    broker: ActorHandle[CacheBroker] | None,
+) -> list[ReplicateOutcome]:
     prepared = _cached(_SPECS, spec_id, spec_box, lambda spec: _prepare(spec, broker))
     conditions = _cached(_CONDITIONS, conditions_id, conditions_box, lambda value: value)
     outcomes = []
@@ -79,14 +103,33 @@ def run_batch(
     return outcomes
 
 
-_REMOTE: Any = None
+class _BatchFunction:
+    """Ray's remote :func:`run_batch`; every call carries the driver's logging level.
+
+    So the scheduler submits batches without knowing about logs: the level is read once per
+    ``.options()`` (once per ``map``), and the records come back through ``worker_logs.replay``.
+    """
+
+    def __init__(self, function: Any, level: int | None = None) -> None:
+        self._function = function
+        self._level = level
+
+    def options(self, **options: Any) -> _BatchFunction:
+        return _BatchFunction(self._function.options(**options), driver_level())
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("log_level", self._level if self._level is not None else driver_level())
+        return self._function.remote(*args, **kwargs)
 
 
-def remote_run_batch() -> Any:
+_REMOTE: _BatchFunction | None = None
+
+
+def remote_run_batch() -> _BatchFunction:
     """The remote version of :func:`run_batch`, made once per process; vary it with ``.options()``."""
     global _REMOTE
     if _REMOTE is None:
         import ray
 
-        _REMOTE = ray.remote(run_batch)
+        _REMOTE = _BatchFunction(ray.remote(run_batch))
     return _REMOTE

@@ -2,7 +2,9 @@
 
 Ray's kernel fate sharing covers only the driver's own children (GCS, raylet, ...); the agents
 and workers the raylet starts used to outlive a killed driver (issue #10, point 8). The driver
-runs in its own process here and starts its private Ray through ``ensure_connected``.
+runs in its own process here and starts its private Ray through ``ensure_connected``, in a
+private ``TMPDIR``: the Ray's temp folder is gone afterwards too, and the watchdog logs to a file
+outside it (``CRYSTALLIZE_RAY_FATE_LOG``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ SCRIPT = textwrap.dedent(
     import ray
     from crystallize_ray.connection import ensure_connected
 
-    assert ensure_connected(None, init_kwargs={{"num_cpus": 1, "_temp_dir": {temp_dir!r}}}) == "local"
+    assert ensure_connected(None, init_kwargs={"num_cpus": 1}) == "local"
 
     @ray.remote
     def pid():
@@ -68,11 +70,13 @@ def _names(procs: list[psutil.Process]) -> set[str]:
 
 @pytest.fixture
 def driver(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    """A driver process that starts a private Ray (and exits when its stdin closes), and Ray's temp dir."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="cray-f-", dir="/tmp"))  # short: Ray puts sockets there
+    """A driver process that starts a private Ray (and exits when its stdin closes), and its TMPDIR."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="crf-", dir="/tmp"))  # short: Ray puts sockets in its folder there
     script = tmp_path / "driver.py"
-    script.write_text(SCRIPT.format(temp_dir=str(temp_dir)))
+    script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["TMPDIR"] = str(temp_dir)
+    env["CRYSTALLIZE_RAY_FATE_LOG"] = str(temp_dir / "fate.log")  # beside the Ray's folder, kept
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [sys.executable, str(script)],
@@ -121,7 +125,13 @@ def _ray_processes(proc: subprocess.Popen[str], recorded: list[psutil.Process]) 
 
 
 def _fate_log(temp_dir: Path) -> str:
-    return "".join(p.read_text() for p in temp_dir.glob("session_2*/logs/crystallize_fate.log"))
+    log = temp_dir / "fate.log"
+    return log.read_text() if log.exists() else ""
+
+
+def _ray_folders(temp_dir: Path) -> list[Path]:
+    """The private Ray's temp folders ``ensure_connected`` made in the driver's TMPDIR."""
+    return sorted(temp_dir.glob("cray-*"))
 
 
 @pytest.mark.timeout(120)
@@ -130,6 +140,7 @@ def test_every_process_of_the_private_ray_dies_within_seconds_of_a_sigkilled_dri
 ) -> None:
     proc, temp_dir = driver
     _wait_ready(proc)
+    assert len(_ray_folders(temp_dir)) == 1  # the folder ensure_connected made for its Ray
     ours = _ray_processes(proc, request.node.ray_processes)
     assert AGENTS <= _names(ours), _names(ours)
     assert any(p.ppid() != proc.pid for p in ours), "no grandchildren: nothing the kernel would orphan"
@@ -142,7 +153,11 @@ def test_every_process_of_the_private_ray_dies_within_seconds_of_a_sigkilled_dri
     elapsed = time.monotonic() - killed
     left = _alive(ours)
     assert left == [], f"alive {elapsed:.1f} s after the driver's SIGKILL: {sorted(_names(left))}"
-    assert "died; stopping" in _fate_log(temp_dir)
+    while _ray_folders(temp_dir) and time.monotonic() - killed < 20:  # the watchdog removes it last
+        time.sleep(0.1)
+    log = _fate_log(temp_dir)
+    assert "died; stopping" in log, log
+    assert _ray_folders(temp_dir) == [], log
 
 
 @pytest.mark.timeout(120)
@@ -151,6 +166,7 @@ def test_on_a_normal_exit_ray_stops_itself_and_the_watchdog_just_exits(
 ) -> None:
     proc, temp_dir = driver
     _wait_ready(proc)
+    assert len(_ray_folders(temp_dir)) == 1  # the folder ensure_connected made for its Ray
     ours = _ray_processes(proc, request.node.ray_processes)
     assert any("crystallize_ray/fate.py" in name for name in _names(ours)), "no watchdog"
     assert proc.stdin is not None
@@ -160,6 +176,7 @@ def test_on_a_normal_exit_ray_stops_itself_and_the_watchdog_just_exits(
     while _alive(ours) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _alive(ours) == []
+    assert _ray_folders(temp_dir) == []  # removed by the driver itself, before it exited
     log = _fate_log(temp_dir)
     assert "its Ray with it" in log or "nothing to watch" in log, log
     assert "died; stopping" not in log, log

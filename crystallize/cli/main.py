@@ -7,11 +7,12 @@ Exit codes: 0 done; 1 a condition failed in every replicate (or the run itself b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -185,7 +186,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     live = not args.quiet and err.is_interactive
-    with command_logging(err, level, debug=args.debug):
+    with command_logging(err, level, debug=args.debug), _quiet_backends(args.quiet):
         execution = execution_factory(args.executor, args.workers, args.address)
         if args.no_cache:
             os.environ[NO_CACHE_ENV] = "1"
@@ -214,6 +215,24 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             _say(err, f"{name}: condition '{condition}' failed in every replicate{reason}")
             code = EXIT_FAILED
     return code
+
+
+QUIET_ENV = "CRYSTALLIZE_QUIET"  # read by executor plugins (crystallize_ray): keep your own notices to yourself
+
+
+@contextlib.contextmanager
+def _quiet_backends(quiet: bool) -> Iterator[None]:
+    """Under ``--quiet``, executor back-ends (Ray's start-up and raylet lines) are silent too."""
+    previous = os.environ.get(QUIET_ENV)
+    if quiet:
+        os.environ[QUIET_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(QUIET_ENV, None)
+        else:
+            os.environ[QUIET_ENV] = previous
 
 
 def _execute(target: Any, *, strategy: str | None, replicates: int | None) -> dict[str, Any]:
