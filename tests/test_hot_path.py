@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -135,3 +136,33 @@ def test_number_bool_list_and_struct_columns_match_pyarrow() -> None:
     assert nested.to_pylist() == expected
     assert nested.equals(pa.array(expected, pa.list_(item)))
     assert cols.nulls(3, pa.string()).to_pylist() == [None, None, None]
+
+
+def test_an_interrupt_while_a_part_is_written_keeps_its_outcomes_for_the_next_flush(tmp_path: Path) -> None:
+    from crystallize.engine.plan import ReplicateOutcome
+    from crystallize.store.filesystem import Store
+    from crystallize.store.records import RunRecorder, decode_part, signing_key
+
+    store = Store(str(tmp_path / "store"))
+    recorder = RunRecorder(store, "exp", 0, flush_seconds=3600)
+    recorder.flush()  # nothing buffered: nothing written
+    recorder._last_flush = time.monotonic()  # the first record would flush at once otherwise
+    outcomes = [ReplicateOutcome("baseline", r, r, {"m": [float(r)]}) for r in range(3)]
+    for outcome in outcomes:
+        recorder.record(outcome)
+    real_write = store.write_bytes
+    calls = []
+
+    def interrupted(relative: str, data, **options):
+        calls.append(relative)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while the first part goes out
+        return real_write(relative, data, **options)
+
+    store.write_bytes = interrupted  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        recorder.flush()
+    recorder.flush()  # the run's final flush
+    assert len(calls) == 2
+    stored = decode_part(store.read_bytes(calls[1]), signing_key())
+    assert [(o.replicate, o.metrics) for o in stored] == [(r, {"m": [float(r)]}) for r in range(3)]

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from ..errors import CacheError, step_failure
 from ..seeding import seed_standard_generators
 from ..store import signed_pickle
 from ..tracebacks import format_exception
+from . import single_flight
 from .plan import ArtifactEntry, Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec, StepRecord
 
 if TYPE_CHECKING:
@@ -285,9 +286,33 @@ def _run_cached(
             logger.debug("step '%s': a context value it read cannot be hashed (%s); a miss", step.name, exc)
             return None
 
-    entry = cache.lookup(step, fingerprint, base, resolve) if base is not None else None
-    if entry is not None:
-        return _replay(entry, ctx), True
+    if base is None:
+        return (yield from _compute_cached(cache, step, fingerprint, None, resolve, global_before, data, ctx)), False
+    flight, scope = f"{fingerprint}/{base}", single_flight.scope_of(cache)
+    while True:
+        entry = cache.lookup(step, fingerprint, base, resolve)
+        if entry is not None:
+            return _replay(entry, ctx), True
+        if single_flight.claim(scope, flight):
+            break  # ours to compute; threads that miss the same key meanwhile wait for it
+    try:
+        data = yield from _compute_cached(cache, step, fingerprint, base, resolve, global_before, data, ctx)
+    finally:
+        single_flight.release(scope, flight)
+    return data, False
+
+
+def _compute_cached(
+    cache: CacheBackend,
+    step: PipelineStep,
+    fingerprint: str,
+    base: str | None,
+    resolve: Callable[[ReadSet], str | None],
+    global_before: str,
+    data: Any,
+    ctx: FrozenContext,
+) -> Generator[Awaitable[Any], Any, Any]:
+    """A miss: run the step, watching what it reads and adds, and save what it did under its full key."""
     watch = _MissWatch(ctx)
     try:
         output = step(data, ctx)
@@ -303,18 +328,18 @@ def _run_cached(
     for name, value in (metrics or {}).items():
         ctx.metrics.add(name, value)
     if base is None:
-        return data, False
+        return data
     reads = watch.read_set(drew_global=global_rng_digest() != global_before)
     key = resolve(reads)
     if key is None:
         if hasattr(cache, "abandon"):
             cache.abandon(step, fingerprint, base)
-        return data, False
+        return data
     try:
         cache.save(step, fingerprint, base, reads, key, watch.entry(data, reads))
     except Exception as exc:  # noqa: BLE001 - a cache write failure must not fail the replicate
         logger.warning("Could not write the cache entry of step '%s': %s", step.name, exc)
-    return data, False
+    return data
 
 
 def _replay(entry: CacheEntry, ctx: FrozenContext) -> Any:

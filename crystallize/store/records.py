@@ -179,10 +179,13 @@ class RunRecorder:
     def flush(self) -> None:
         if not self._buffer:
             return
-        outcomes, self._buffer = self._buffer, []
+        outcomes = list(self._buffer)
         part = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
         blob = encode_part(outcomes, self.key())
         self.store.write_bytes(layout.outcome_part(self.experiment, self.version, part), blob)
+        # Only now out of the buffer: a Ctrl-C or a store error while the part is written leaves
+        # them there for the final flush (a part written twice is read as one: same replicates).
+        del self._buffer[: len(outcomes)]
         self._written[part] = hashlib.sha256(blob).hexdigest()
         self._last_flush = time.monotonic()
 
