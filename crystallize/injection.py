@@ -30,6 +30,9 @@ class CallSignature:
     injectable: tuple[str, ...]
     defaults: Mapping[str, Any]
     is_async: bool
+    # With nothing to inject: the data ("d") and context ("c") parameters as the function's leading
+    # positional ones, in order ("dc", "c", ...), so the call needs no keyword dict; None otherwise.
+    positional_order: str | None = None
 
     @classmethod
     def of(cls, fn: Callable[..., Any], *, takes_data: bool) -> CallSignature:
@@ -53,7 +56,14 @@ class CallSignature:
                 injectable.append(param.name)
                 if param.default is not _EMPTY:
                     defaults[param.name] = param.default
+        order = None
+        if not injectable:
+            try:  # the callable's own parameters: a decorator's wrapper may take keywords only
+                order = _positional_order(inspect.signature(fn, follow_wrapped=False), data_param, ctx_param)
+            except (TypeError, ValueError):
+                order = None
         return cls(
+            positional_order=order,
             qualname=getattr(fn, "__qualname__", repr(fn)),
             data_param=data_param,
             ctx_param=ctx_param,
@@ -101,6 +111,17 @@ class CallSignature:
         return {name: ctx[name] for name in self.injectable if name not in explicit and ctx is not None and name in ctx}
 
     def call(self, fn: Callable[..., Any], data: Any, ctx: FrozenContext | None, kwargs: dict[str, Any]) -> Any:
+        order = self.positional_order
+        if order is not None and not kwargs:
+            if order == "dc":
+                return fn(data, ctx)
+            if order == "c":
+                return fn(ctx)
+            if order == "d":
+                return fn(data)
+            if order == "cd":
+                return fn(ctx, data)
+            return fn()
         if ctx is not None:
             for name, value in kwargs.items():
                 bind = _binder(type(value))
@@ -129,6 +150,23 @@ def _binder(cls: type) -> Any:
 def _built(value: Any, ctx: FrozenContext) -> Any:
     """A ``resource_factory`` found in the context is injected as the resource it builds, not as the factory."""
     return value(ctx) if isinstance(value, ResourceFactory) else value
+
+
+def _positional_order(signature: inspect.Signature, data_param: str | None, ctx_param: str | None) -> str | None:
+    """``CallSignature.positional_order``: the data/context slots when they are all the function takes, first."""
+    order = ""
+    for param in signature.parameters.values():
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            return None  # *args, **kwargs or keyword-only: keep the keyword call
+        if param.name == data_param:
+            order += "d"
+        elif param.name == ctx_param:
+            order += "c"
+        else:
+            return None
+    if ("d" in order) != (data_param is not None) or ("c" in order) != (ctx_param is not None):
+        return None
+    return order
 
 
 def _is_ctx_param(param: inspect.Parameter) -> bool:

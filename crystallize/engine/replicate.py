@@ -66,6 +66,8 @@ class PreparedSpec:
     before_step: list[BasePlugin]
     after_step: list[BasePlugin]
     datasource_stage: str = "datasource"
+    step_names: tuple[str, ...] = ()
+    uncached: tuple[bool, ...] = ()  # per step: not cacheable, so it never goes through a cache
     # per treatment object: (initial values with the treatment's mapping applied, the treatment's keys)
     _condition_values: dict[int, tuple[Treatment | None, dict[str, Any], tuple[str, ...]]] = field(default_factory=dict)
 
@@ -96,7 +98,10 @@ class PreparedSpec:
         cache = StepCache(spec.cache_root, key=spec.cache_key) if spec.cache_root else None
         signed_pickle.use_key(spec.signing_key)
         stage = f"datasource:{getattr(spec.datasource, 'name', 'datasource')}"
+        steps = spec.pipeline.steps
         return cls(
+            step_names=tuple(step.name for step in steps),
+            uncached=tuple(not step.cacheable for step in steps),  # the cache may be set later (Ray's broker)
             spec=spec,
             cache=cache,
             before_replicate=hooks["before_replicate"],
@@ -127,10 +132,25 @@ def replicate_program(
             data = spec.datasource.fetch(ctx)
             if is_awaitable(data):
                 data = yield data
-        steps = spec.pipeline.steps
+        steps, names, uncached = spec.pipeline.steps, prepared.step_names, prepared.uncached
         last = len(steps) - 1 if stop_after is None else stop_after
-        for index, step in enumerate(steps[: last + 1]):
-            data = yield from run.step(index, step, data)
+        for index in range(last + 1):
+            step = steps[index]
+            if not uncached[index]:
+                data = yield from run.step(index, step, data)
+                continue
+            # Inline rather than a sub-generator per step: this loop is most of a short replicate.
+            name = names[index]
+            started = run.begin_step(index, step, name)
+            output = step(data, ctx)
+            if is_awaitable(output):
+                output = yield output
+            data, metrics = unpack_step_output(output)
+            if metrics:
+                add = ctx.metrics.add
+                for metric, value in metrics.items():
+                    add(metric, value)
+            run.end_step(step, name, data, started, False)
     except Exception as exc:
         if raise_errors:
             raise step_failure(  # also the step's own exception class, as 0.27's apply() raised it
@@ -180,15 +200,33 @@ class _Replicate:
             plugin.before_replicate(spec, ctx)
         return ctx
 
+    def begin_step(self, index: int, step: PipelineStep, name: str) -> float:
+        """Enter step ``index``: its stage, its ``ctx.rng`` stream, the ``before_step`` hooks; its start time."""
+        ctx = self.ctx
+        assert ctx is not None, "open_context() first"
+        self.stage = name
+        ctx._begin_stage(index + 1)
+        for plugin in self.prepared.before_step:
+            plugin.before_step(self.spec, step)
+        return time.perf_counter()
+
+    def end_step(self, step: PipelineStep, name: str, data: Any, started: float, hit: bool) -> None:
+        """Leave a step: its artifacts named after it, the ``after_step`` hooks, its record."""
+        ctx = self.ctx
+        assert ctx is not None, "open_context() first"
+        if ctx.artifacts.records:
+            for record in ctx.artifacts.unassigned():
+                record.step_name = name
+        for plugin in self.prepared.after_step:
+            plugin.after_step(self.spec, step, data, ctx)
+        self.records.append(StepRecord(name, time.perf_counter() - started, hit))
+
     def step(self, index: int, step: PipelineStep, data: Any) -> Generator[Awaitable[Any], Any, Any]:
         """Run one step (through the cache when it is cacheable) with its hooks; returns its data."""
         ctx, prepared = self.ctx, self.prepared
         assert ctx is not None, "open_context() first"
-        self.stage = step.name
-        ctx._begin_stage(index + 1)
-        for plugin in prepared.before_step:
-            plugin.before_step(self.spec, step)
-        started = time.perf_counter()
+        name = step.name
+        started = self.begin_step(index, step, name)
         hit = False
         cache = prepared.cache
         fingerprint = _cache_fingerprint(self.spec, index, step) if step.cacheable and cache else None
@@ -201,15 +239,9 @@ class _Replicate:
             data, metrics = unpack_step_output(output)
             if metrics:
                 add = ctx.metrics.add
-                for name, value in metrics.items():
-                    add(name, value)
-        name = step.name
-        if ctx.artifacts.records:
-            for record in ctx.artifacts.unassigned():
-                record.step_name = name
-        for plugin in prepared.after_step:
-            plugin.after_step(self.spec, step, data, ctx)
-        self.records.append(StepRecord(name, time.perf_counter() - started, hit))
+                for metric, value in metrics.items():
+                    add(metric, value)
+        self.end_step(step, name, data, started, hit)
         return data
 
     def error_record(self, exc: Exception) -> ErrorRecord:
