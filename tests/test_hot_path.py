@@ -166,3 +166,22 @@ def test_an_interrupt_while_a_part_is_written_keeps_its_outcomes_for_the_next_fl
     assert len(calls) == 2
     stored = decode_part(store.read_bytes(calls[1]), signing_key())
     assert [(o.replicate, o.metrics) for o in stored] == [(r, {"m": [float(r)]}) for r in range(3)]
+
+
+def test_garbage_collection_is_paced_during_a_run_and_restored_after() -> None:
+    import gc
+
+    from crystallize import BasePlugin
+
+    seen: list[int] = []
+
+    class Watch(BasePlugin):
+        def after_step(self, experiment, step, data, ctx):  # runs in this process under SerialExecution
+            seen.append(gc.get_threshold()[0])
+
+    before = gc.get_threshold()
+    exp = experiment(replicates=2)
+    exp.plugins.append(Watch())
+    assert exp.run().failed == 0
+    assert seen and all(threshold >= 20_000 for threshold in seen)
+    assert gc.get_threshold() == before

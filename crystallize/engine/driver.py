@@ -15,6 +15,7 @@ from ..constants import FRAMEWORK_KEYS
 from ..context import FrozenContext, _read_only
 from ..errors import PipelineExecutionError, ValidationError, step_failure
 from ..execution.base import Executor
+from . import gc_pacing
 from .fold import RunFold
 from .plan import Conditions, ReplicateTask, RunSpec
 from .progress import make_reporter
@@ -87,15 +88,18 @@ class RunSession:
         ``after_each`` hears of each task once its outcome is folded and handed to the recorder.
         """
         artifact_writer = self._driver_side_artifact_writer()
-        with make_reporter(self.spec.name, label, tasks, self.progress) as reporter:
+        record = self.recorder.record if self.recorder is not None else None
+        add = fold.add
+        with gc_pacing.relaxed(), make_reporter(self.spec.name, label, tasks, self.progress) as reporter:
+            update = reporter.update
             for outcome in self.executor.map(tasks, conditions):
                 self.received += 1
                 if artifact_writer is not None and outcome.artifacts:
                     artifact_writer(outcome)
-                fold.add(outcome)
-                if self.recorder is not None:
-                    self.recorder.record(outcome)
-                reporter.update(outcome)
+                add(outcome)
+                if record is not None:
+                    record(outcome)
+                update(outcome)
                 if after_each is not None:
                     after_each((outcome.condition, outcome.replicate))
 

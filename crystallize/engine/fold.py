@@ -33,7 +33,8 @@ class _ConditionFold:
     def add(self, outcome: ReplicateOutcome) -> None:
         replicate = outcome.replicate
         self.seeds[replicate] = outcome.seed
-        self.reads.update(outcome.reads)
+        if outcome.reads:
+            self.reads.update(outcome.reads)
         if outcome.error is not None:
             self.errors[replicate] = outcome.error
         else:
@@ -52,15 +53,15 @@ class _ConditionFold:
         if outcome.artifacts:
             self.artifacts.extend(outcome.artifacts)
         step_stats = self.step_stats
-        for record in outcome.steps:
-            stats = step_stats.get(record.step)
+        for step, seconds, cache_hit in outcome.steps:
+            stats = step_stats.get(step)
             if stats is None:
-                stats = step_stats[record.step] = [0, 0, 0.0]
+                stats = step_stats[step] = [0, 0, 0.0]
             stats[0] += 1
-            stats[2] += record.seconds
-            if record.cache_hit:
+            stats[2] += seconds
+            if cache_hit:
                 stats[1] += 1
-                self.cache_hits.append((replicate, record.step))
+                self.cache_hits.append((replicate, step))
 
     def metrics(self) -> TreatmentMetrics:
         """Values sorted by replicate (stable, so repeated values keep their order)."""

@@ -276,6 +276,10 @@ _JSON_SCALARS = frozenset({bool, int, float, str, type(None)})
 
 def encode_metric_values(values: list[Any]) -> str:
     """One metric's values as JSON text; ``ValidationError`` when a value cannot be stored exactly."""
+    if len(values) == 1 and (type(values[0]) is float or type(values[0]) is int):  # one number: most metrics
+        text = repr(values[0])
+        if "n" not in text:
+            return f"[{text}]"
     if all(type(item) is float or type(item) is int for item in values):  # the usual case: plain numbers
         text = ",".join(map(repr, values))
         if "n" not in text:  # finite: repr is JSON's spelling (nan and inf are spelled NaN and Infinity)
@@ -302,7 +306,7 @@ def encode_metrics(metrics: Mapping[str, list[Any]]) -> list[tuple[str, str]]:
     encoded = []
     for name, values in metrics.items():
         try:
-            encoded.append((name, encode_metric_values(list(values))))
+            encoded.append((name, encode_metric_values(values if type(values) is list else list(values))))
         except (ValidationError, ValueError, TypeError, RecursionError) as exc:
             raise ValidationError(f"metric '{name}': {exc}") from exc
     return encoded
@@ -343,8 +347,15 @@ def ensure_storable(outcome: ReplicateOutcome) -> ReplicateOutcome:
         if len(storable) != len(outcome.metrics):
             outcome.metrics = storable
         return outcome
-    if all(type(v) in _JSON_SCALARS for values in outcome.metrics.values() for v in values):
-        return outcome  # plain numbers and text: storable as they are (the check costs less than encoding)
+    for values in outcome.metrics.values():  # plain numbers and text are storable as they are
+        for value in values:
+            if type(value) not in _JSON_SCALARS:
+                break
+        else:
+            continue
+        break
+    else:
+        return outcome
     try:
         encode_metrics(outcome.metrics)
     except ValidationError as exc:
