@@ -11,7 +11,7 @@ import copy
 import logging
 import types
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -89,11 +89,19 @@ class ArtifactRecord:
     path: str | None = None
 
 
-@dataclass
 class ArtifactLog:
     """Artifacts added during a replicate, in order."""
 
-    records: list[ArtifactRecord] = field(default_factory=list)
+    __slots__ = ("records",)
+
+    def __init__(self, records: list[ArtifactRecord] | None = None) -> None:
+        self.records: list[ArtifactRecord] = records if records is not None else []
+
+    def __repr__(self) -> str:
+        return f"ArtifactLog(records={self.records!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArtifactLog) and self.records == other.records
 
     def add(self, name: str, data: bytes | bytearray | memoryview | str) -> None:
         if isinstance(data, str):
@@ -121,6 +129,9 @@ class ArtifactLog:
 
     def clear(self) -> None:
         self.records.clear()
+
+
+_NOTHING_OVERRIDABLE: frozenset[str] = frozenset()  # shared by every context no callable treatment is running on
 
 
 class FrozenContext:
@@ -170,7 +181,8 @@ class FrozenContext:
     def _init_state(self, logger: logging.Logger) -> None:
         self._data: dict[str, Any] = {}
         self._shared: set[str] = set()
-        self._overridable: set[str] = set()  # initial_ctx keys a callable treatment may set once (the engine fills it)
+        # initial_ctx keys a callable treatment may set once (the engine puts a set here while it runs)
+        self._overridable: set[str] | frozenset[str] = _NOTHING_OVERRIDABLE
         self._reads: set[str] = set()
         self._step_reads: set[str] | None = None
         self._rng: Any = None
@@ -235,7 +247,8 @@ class FrozenContext:
                     f"Cannot mutate existing key: '{key}'; contexts are add-only. "
                     "Use a new key name, or set the value through a treatment."
                 )
-            self._overridable.discard(key)  # a second add of it by the treatment raises
+            # in it means a callable treatment runs, and the engine gave it a set: a second add raises
+            self._overridable.discard(key)  # type: ignore[union-attr]
             self._shared.discard(key)
         self._data[key] = _read_only(value)
 
@@ -305,7 +318,7 @@ class FrozenContext:
         ctx = cls.__new__(cls)
         ctx._data = values
         ctx._shared = set(shared)
-        ctx._overridable = set()
+        ctx._overridable = _NOTHING_OVERRIDABLE
         ctx._reads = set()
         ctx._step_reads = None
         ctx._rng = None

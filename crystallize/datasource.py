@@ -52,8 +52,9 @@ class FunctionSource(DataSource):
         self.explicit = dict(explicit)
 
     def fetch(self, ctx: FrozenContext) -> Any:
-        kwargs = self.signature.resolve(self.explicit, ctx, f"datasource '{self.name}'")
-        return self.signature.call(self.fn, None, ctx, kwargs)
+        signature = self.signature
+        kwargs = signature.resolve(self.explicit, ctx, _SourceLabel(self)) if signature.injectable else {}
+        return signature.call(self.fn, None, ctx, kwargs)
 
     @property
     def name(self) -> str:
@@ -120,3 +121,15 @@ class ExperimentInput(DataSource):
             name: getattr(source, "fingerprint", type(source).__qualname__) for name, source in self.inputs.items()
         }
         return _digest(self.name, type(self).fetch, inner)
+
+
+class _SourceLabel:
+    """``datasource 'name'`` for an error message, formatted only when one is raised."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
+
+    def __str__(self) -> str:
+        return f"datasource '{getattr(self.source, 'name', 'datasource')}'"

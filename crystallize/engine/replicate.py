@@ -163,6 +163,8 @@ def replicate_program(
 class _Replicate:
     """The state of one replicate while it runs: its context, the stage it is in, its step records."""
 
+    __slots__ = ("ctx", "prepared", "records", "seed", "spec", "stage", "started", "task", "treatment_keys")
+
     def __init__(self, prepared: PreparedSpec, task: ReplicateTask, seed: int | None) -> None:
         self.prepared = prepared
         self.spec = prepared.spec
@@ -191,7 +193,7 @@ class _Replicate:
             try:
                 treatment.apply(ctx)
             finally:
-                ctx._overridable = set()
+                ctx._overridable = frozenset()
         self.stage = "seed"
         if seed is not None:
             (spec.seeding.seed_fn or seed_standard_generators)(seed)
