@@ -3,13 +3,14 @@
 The spec is ``ray.put`` once per run; each task carries a batch of
 ``(condition, replicate)`` pairs. Batches adapt to replicate duration (aiming at
 ``target_task_seconds`` per task), at most ``max_in_flight`` are outstanding, so
-driver memory stays flat however many replicates there are.
+driver memory stays flat however many replicates there are. The in-flight limit and
+batch sizes follow the cluster's CPUs, re-read about once a second, so nodes that join
+mid-run get work; with an autoscaler the remaining work is shown to it (``capacity``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 import uuid
@@ -18,19 +19,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from crystallize.engine.batching import batch_size_for
+from crystallize.engine.batching import AdaptiveBatcher
 from crystallize.engine.plan import Conditions, ReplicateOutcome, ReplicateTask, RunSpec
 from crystallize.engine.serialization import dumps_conditions, dumps_spec
 from crystallize.errors import ExecutionError
 from crystallize.execution.base import Executor
 from crystallize.store.filesystem import Store
 
+from . import capacity
 from .connection import ensure_connected
 from .errors import failed_batch, fatal_error
 from .interrupts import InterruptGuard
 from .worker import remote_run_batch
 
 logger = logging.getLogger(__name__)
+RESIZE_SECONDS = 1.0  # how often a running map re-reads the cluster's resources
 
 
 class RayExecutor(Executor):
@@ -53,6 +56,7 @@ class RayExecutor(Executor):
         target_task_seconds: float = 0.05,
         init_kwargs: dict[str, Any] | None = None,
         check_resources: bool = True,
+        max_cpus: float | None = None,
     ) -> None:
         self.address = address
         self.num_cpus = num_cpus
@@ -69,7 +73,13 @@ class RayExecutor(Executor):
         self.target_task_seconds = target_task_seconds
         self.init_kwargs = init_kwargs
         self.check_resources = check_resources
+        self.max_cpus = max_cpus
+        # One per run (made in start): an optimize trial's map starts from what earlier ones learned.
+        self.batcher = AdaptiveBatcher(1, target_seconds=target_task_seconds, batch_size=batch_size)
+        self.autoscaler: capacity.Autoscaler | None = None
+        self.in_flight_limits: list[tuple[float, int]] = []  # (seconds into map, limit) each time it changed
         self.connected_as: str | None = None
+        self._demand_key: str | None = None  # the running map's entry in capacity.DEMAND
         self._spec_ref: Any = None
         self._spec_id: str = ""
         self._pending: dict[Any, list[tuple[str, int]]] = {}
@@ -93,20 +103,36 @@ class RayExecutor(Executor):
             return
         biggest: dict[str, float] = max(nodes, key=lambda n: n.get("CPU", 0.0), default={})
         shown = {k: v for k, v in biggest.items() if not k.startswith("node:") and "object_store" not in k}
+        autoscaler = self.autoscaler
+        can_add = autoscaler.can_fit(request) if autoscaler is not None else False
+        if autoscaler is not None and can_add:
+            logger.info("No node fits a replicate (%s) yet; %s, and a node that fits", request, autoscaler.describe())
+            return
+        if autoscaler is not None and can_add is None:
+            logger.warning(
+                "No node in the Ray cluster fits a replicate (%s) yet; replicates wait for %s to add one "
+                "(if it never can, Ray reports them as infeasible and they wait for good).",
+                request,
+                autoscaler.describe(),
+            )
+            return
+        where = f"; {autoscaler.describe()}, none of which fits" if autoscaler is not None else ""
         raise ExecutionError(
             f"No node in the Ray cluster can run a replicate that needs {request}; the largest node has "
-            f"{shown}. Lower num_cpus/num_gpus/memory/resources of RayExecution, or add nodes "
-            "(pass check_resources=False if an autoscaler will add them)."
+            f"{shown}{where}. Lower num_cpus/num_gpus/memory/resources of RayExecution, or add nodes that "
+            "have them (a cluster whose autoscaler can add such nodes passes this check; "
+            "check_resources=False skips it if you add nodes by hand while the run waits)."
         )
 
     def parallelism(self) -> int:
         import ray
 
-        cpus = ray.cluster_resources().get("CPU", 1.0)
+        present = ray.cluster_resources()  # re-read while a run goes: nodes join and leave
+        cpus = present.get("CPU", 1.0)
         per_task = self.num_cpus or 1.0
         slots = int(cpus // per_task) if per_task else int(cpus)
         if self.num_gpus:
-            slots = min(slots, int(ray.cluster_resources().get("GPU", 0.0) // self.num_gpus))
+            slots = min(slots, int(present.get("GPU", 0.0) // self.num_gpus))
         return max(1, slots)
 
     def node_count(self) -> int:
@@ -125,9 +151,15 @@ class RayExecutor(Executor):
         import ray
 
         started = time.perf_counter()
+        # tail_share=1: a task costs a round trip (about a millisecond), so a short map (an optimize
+        # trial) goes out as one batch per worker rather than two.
+        self.batcher = AdaptiveBatcher(
+            1, target_seconds=self.target_task_seconds, batch_size=self.batch_size, tail_share=1
+        )
         blob = dumps_spec(spec)  # pickling problems surface here, before anything is submitted
         self.connected_as = ensure_connected(self.address, runtime_env=self.runtime_env, init_kwargs=self.init_kwargs)
         self.startup_seconds = time.perf_counter() - started
+        self.autoscaler = capacity.find_autoscaler()
         if self.check_resources:
             self._check_feasible()
         if not self.shares_driver_filesystem and spec_has_local_store(spec):
@@ -153,6 +185,8 @@ class RayExecutor(Executor):
         import ray
 
         pending, self._pending = self._pending, {}
+        if self._demand_key is not None:
+            capacity.DEMAND.clear(self._demand_key)  # the autoscaler may scale down again
         for ref in pending:
             try:
                 ray.cancel(ref, force=True)
@@ -174,6 +208,9 @@ class RayExecutor(Executor):
             info.update(parallelism=self.parallelism(), nodes=self.node_count())
         info["startup_seconds"] = round(self.startup_seconds, 3)
         info["tasks"] = self.tasks_submitted
+        info["in_flight_limits"] = [list(entry) for entry in self.in_flight_limits]
+        if self.autoscaler is not None:
+            info["autoscaler"] = self.autoscaler.describe()
         return info
 
     # -- running ---------------------------------------------------------------------------
@@ -215,11 +252,59 @@ class _Scheduler:
         self.total = len(self.queue)
         self.singles: list[tuple[str, int]] = []
         self.pending: dict[Any, list[tuple[str, int]]] = {}
-        self.workers = executor.parallelism()
-        self.limit = executor.max_in_flight or max(4, self.workers * 4)
-        self.seconds_per_replicate: float | None = None
+        self.batcher = executor.batcher
+        self.started = time.monotonic()
+        self.demand_key = uuid.uuid4().hex
+        executor.in_flight_limits = []
+        self.workers = 1
+        self.limit = 0
+        self.resize()
+
+    def resize(self) -> None:
+        """Size in-flight work and batches to the cluster as it is now; show the autoscaler what is left.
+
+        ``workers`` (batch sizing) counts the slots the autoscaler is adding for this run too,
+        so early batches stay small enough to spread over the nodes about to join; the
+        in-flight ``limit`` follows the slots present, so nodes that joined get work.
+        """
+        executor = self.executor
+        self.next_resize = time.monotonic() + RESIZE_SECONDS
+        try:
+            present = executor.parallelism()
+        except Exception as exc:  # mid-run, a failed read keeps the sizes there are
+            if not self.limit:
+                raise
+            logger.debug("Could not re-read the cluster's resources: %s", exc)
+            return
+        self.workers = present
+        autoscaler = executor.autoscaler
+        if autoscaler is not None:
+            request = executor._request()
+            reachable = autoscaler.max_slots(request)
+            remaining = len(self.queue) + len(self.singles) + sum(len(b) for b in self.pending.values())
+            wanted = min(remaining, present + reachable if reachable is not None else capacity.MAX_DEMAND_BUNDLES)
+            if executor.max_cpus is not None and executor.num_cpus:
+                wanted = min(wanted, int(executor.max_cpus // executor.num_cpus))
+            executor._demand_key = self.demand_key
+            capacity.DEMAND.set(self.demand_key, request, wanted)
+            if reachable is not None:
+                self.workers = max(present, min(wanted, reachable))
+        self.batcher.workers = max(1, self.workers)
+        limit = executor.max_in_flight or max(4, present * 4)
+        if limit != self.limit:
+            self.limit = limit
+            history = executor.in_flight_limits
+            if len(history) < 100:
+                history.append((round(time.monotonic() - self.started, 2), limit))
 
     def run(self, interrupt: InterruptGuard) -> Iterator[ReplicateOutcome]:
+        try:
+            yield from self._run(interrupt)
+        finally:
+            if self.executor.autoscaler is not None:
+                capacity.DEMAND.clear(self.demand_key)  # the autoscaler may scale down again
+
+    def _run(self, interrupt: InterruptGuard) -> Iterator[ReplicateOutcome]:
         import ray
 
         self.submit()
@@ -227,6 +312,9 @@ class _Scheduler:
             # A timeout, so Ctrl-C is seen even while every task runs for minutes.
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
             interrupt.check()
+            if time.monotonic() >= self.next_resize:  # about once a second, however short the replicates
+                self.resize()
+                self.submit()
             for ref in ready:
                 outcomes = self.collect(ref, self.pending.pop(ref))
                 self.submit()
@@ -239,7 +327,7 @@ class _Scheduler:
             if self.singles:
                 batch = [self.singles.pop()]
             else:
-                size = self.next_batch_size()
+                size = self.batcher.next_size(len(self.queue))
                 batch = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
             executor.tasks_submitted += 1
             ref = self.remote.remote(
@@ -258,8 +346,10 @@ class _Scheduler:
         """The batch's outcomes; a failed batch is split, or becomes error records when it is one replicate."""
         import ray
 
+        from .worker_logs import replay
+
         try:
-            outcomes: list[ReplicateOutcome] = ray.get(ref)
+            outcomes: list[ReplicateOutcome] = replay(ray.get(ref))  # the batch's log lines, on the driver now
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
@@ -276,24 +366,8 @@ class _Scheduler:
                 return []
             logger.warning("Replicate %s failed in Ray after retries: %s", batch[0], exc)
             outcomes = failed_batch(batch, exc, self.executor.max_retries + 1)
-        self.learn(outcomes)
+        self.batcher.learn(o.seconds for o in outcomes if o.error is None or o.seconds)
         return outcomes
-
-    def next_batch_size(self) -> int:
-        if self.executor.batch_size:
-            return self.executor.batch_size
-        if self.seconds_per_replicate is None:
-            return batch_size_for(self.total, self.workers, per_worker=8, cap=64)
-        ideal = self.executor.target_task_seconds / max(self.seconds_per_replicate, 1e-7)
-        tail = math.ceil(len(self.queue) / (self.workers * 2))
-        return max(1, min(int(ideal), 4096, tail))
-
-    def learn(self, outcomes: Sequence[ReplicateOutcome]) -> None:
-        if not outcomes:
-            return
-        mean = sum(o.seconds for o in outcomes) / len(outcomes)
-        previous = self.seconds_per_replicate
-        self.seconds_per_replicate = mean if previous is None else 0.7 * previous + 0.3 * mean
 
 
 def spec_has_local_store(spec: RunSpec) -> bool:

@@ -22,6 +22,15 @@ class RayExecution(ExecutionPlugin):
     ``max_retries`` times; exceptions of the types in ``retry_exceptions`` are
     retried too, others are recorded at once. ``batch_size`` fixes how many
     replicates go in one task (default: adaptive, aiming at ~50 ms per task).
+
+    In-flight work and batch sizes follow the CPUs the cluster has, re-read about once a
+    second while a run goes, so nodes that join mid-run get work; ``max_in_flight`` fixes
+    the number of tasks in flight instead. On a cluster with an autoscaler the remaining
+    work is shown to it (``ray.autoscaler.sdk.request_resources``, one bundle of this
+    replicate's resources per remaining replicate) and withdrawn when the run ends, so it
+    scales up to what the run needs and back down after. ``max_cpus`` caps that demand
+    (default: no cap of ours, so the autoscaler's own ``max_workers`` bound it). A head
+    with no CPUs passes the resource check when the autoscaler can add nodes that fit.
     """
 
     address: str | None = None
@@ -37,6 +46,7 @@ class RayExecution(ExecutionPlugin):
     progress: bool | None = None
     init_kwargs: dict[str, Any] | None = None
     check_resources: bool = True
+    max_cpus: float | None = None
 
     def prepare(self) -> None:
         """Connect to (or start) Ray now, on this thread; ``ray.init`` wants the main thread."""
@@ -60,4 +70,5 @@ class RayExecution(ExecutionPlugin):
             max_in_flight=self.max_in_flight,
             init_kwargs=self.init_kwargs,
             check_resources=self.check_resources,
+            max_cpus=self.max_cpus,
         )
