@@ -123,7 +123,7 @@ class ThreadExecutor(Executor):
     def __init__(self, max_workers: int | None = None, batch_size: int | None = None) -> None:
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self.batch_size = batch_size
-        self.batcher: AdaptiveBatcher | None = None  # the last map's, for its sizes
+        self.batcher: AdaptiveBatcher | None = None  # the run's, shared by its maps; kept for its sizes
         self._pool: cf.ThreadPoolExecutor | None = None
 
     def parallelism(self) -> int:
@@ -135,12 +135,14 @@ class ThreadExecutor(Executor):
     def start(self, spec: RunSpec) -> RunSpec:
         self.prepared = PreparedSpec.of(spec)
         self._pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="crystallize")
+        self.batcher = None  # a new run learns afresh; its maps (optimize trials) share what they learn
         return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
         assert self._pool is not None, "start() first"
         pool = self._pool
-        self.batcher = AdaptiveBatcher(self.max_workers, batch_size=self.batch_size)
+        if self.batcher is None:
+            self.batcher = AdaptiveBatcher(self.max_workers, batch_size=self.batch_size)
         stream = _Stream(tasks, self.batcher, self.max_workers * _IN_FLIGHT_PER_WORKER)
         try:
             yield from stream.outcomes(lambda chunk: pool.submit(run_tasks, self.prepared, conditions, chunk))
@@ -232,7 +234,7 @@ class ProcessExecutor(Executor):
         self.max_workers = max_workers or os.cpu_count() or 1
         self.batch_size = batch_size
         self.mp_context = mp_context
-        self.batcher: AdaptiveBatcher | None = None  # the last map's, for its sizes
+        self.batcher: AdaptiveBatcher | None = None  # the run's, shared by its maps; kept for its sizes
         self._spec_blob = b""
         self._pool: cf.ProcessPoolExecutor | None = None
 
@@ -242,6 +244,7 @@ class ProcessExecutor(Executor):
     def start(self, spec: RunSpec) -> RunSpec:
         self._spec_blob = dumps_spec(spec)
         self._pool = self._new_pool()
+        self.batcher = None  # a new run learns afresh; its maps (optimize trials) share what they learn
         return spec
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -258,7 +261,8 @@ class ProcessExecutor(Executor):
         """
         assert self._pool is not None, "start() first"
         blob = dumps_conditions(conditions)
-        self.batcher = AdaptiveBatcher(self.max_workers, batch_size=self.batch_size)
+        if self.batcher is None:
+            self.batcher = AdaptiveBatcher(self.max_workers, batch_size=self.batch_size)
         stream = _Stream(tasks, self.batcher, self.max_workers * _IN_FLIGHT_PER_WORKER)
         crashed = restarts = 0
 
