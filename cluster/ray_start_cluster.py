@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -88,12 +89,15 @@ def free_ports(count: int) -> list[int]:
 
 
 def ray_command() -> list[str]:
-    """The ``ray`` CLI of the running interpreter's environment."""
-    beside = Path(sys.executable).with_name("ray")
-    found = str(beside) if beside.exists() else shutil.which("ray")
-    if found is None:
-        raise ExecutionError("The `ray` command is not installed: pip install 'crystallize-ray[ray]'")
-    return [found]
+    """Ray's CLI run by this interpreter (``python -m ray.scripts.scripts``, what the ``ray`` command runs).
+
+    Not the ``ray`` found on PATH: in a virtual environment made with ``--system-site-packages``
+    that is the system Python's, which lacks the packages installed into the environment
+    (``ray[client]``'s grpcio, for one).
+    """
+    if importlib.util.find_spec("ray") is None:
+        raise ExecutionError("Ray is not installed in this environment: pip install 'crystallize-ray[ray]'")
+    return [sys.executable, "-m", "ray.scripts.scripts"]
 
 
 @contextlib.contextmanager
