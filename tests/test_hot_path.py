@@ -185,3 +185,48 @@ def test_garbage_collection_is_paced_during_a_run_and_restored_after() -> None:
     assert exp.run().failed == 0
     assert seen and all(threshold >= 20_000 for threshold in seen)
     assert gc.get_threshold() == before
+
+
+@pipeline_step()
+async def draw_twice(data, ctx):
+    import asyncio
+    import random
+
+    import numpy as np
+
+    first = random.random()
+    await asyncio.sleep(0)  # another replicate runs here
+    return data, {"draws": first + float(np.random.random())}
+
+
+@pytest.mark.parametrize("seed_fn", [None, "custom"])
+def test_async_replicates_keep_their_own_global_generators_and_the_loops_come_back(seed_fn) -> None:
+    import random
+
+    import numpy as np
+
+    from crystallize import AsyncExecution
+
+    def seeded(seed: int) -> None:  # a user's seed function: the engine cannot assume it reseeds
+        random.seed(seed + 1)
+        np.random.seed((seed + 1) % 2**32)
+
+    def build(execution):
+        return Experiment(
+            datasource=zero(),
+            pipeline=Pipeline([draw_twice()]),
+            treatments=[Treatment("t", {"delta": 1.0})],
+            plugins=[execution, SeedPlugin(seed=5, seed_fn=seeded if seed_fn else None)],
+            replicates=30,
+            name="turns",
+        )
+
+    random.seed(123)
+    np.random.seed(123)
+    before = (random.getstate(), np.random.get_state()[1].tolist())
+    result = build(AsyncExecution(progress=False)).run()
+    assert (random.getstate(), np.random.get_state()[1].tolist()) == before  # the caller's state is untouched
+    reference = build(SerialExecution(progress=False)).run()
+    assert result.metrics.baseline.metrics["draws"] == reference.metrics.baseline.metrics["draws"]
+    assert result.metrics.treatments["t"].metrics["draws"] == reference.metrics.treatments["t"].metrics["draws"]
+    assert len(set(result.metrics.baseline.metrics["draws"])) == 30

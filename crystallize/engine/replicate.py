@@ -502,57 +502,100 @@ async def drive_async(program: Generator[Awaitable[Any], Any, Any]) -> Any:
         return stop.value
 
 
+def _global_rng_state() -> tuple[Any, Any]:
+    import random
+
+    import numpy as np
+
+    return random.getstate(), np.random.get_state()
+
+
+def _set_global_rng_state(state: tuple[Any, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+
+
+class GlobalRNGTurns:
+    """Whose ``random``/``numpy.random`` state the globals hold, among one event loop's replicates.
+
+    Saving and restoring the two generators costs about 70 µs, so it is done only when a
+    replicate resumes after *another* one ran: a replicate that runs to completion without
+    being interleaved (every sync step, and async ones that do not overlap) costs nothing.
+    The state the loop had before is put back by :meth:`finish`.
+    """
+
+    def __init__(self, *, fresh_needs_outer: bool = True) -> None:
+        self.outer = _global_rng_state()
+        self.holder: IsolatedGlobalRNG | None = None  # None: the globals hold the outer state (or a finished one's)
+        self.holder_done = False
+        # A replicate that starts fresh sees the outer state, unless it reseeds the globals first thing.
+        self.fresh_needs_outer = fresh_needs_outer
+
+    def take(self, replicate: IsolatedGlobalRNG) -> None:
+        """``replicate`` resumes: give it its own state (saving the holder's) unless it already holds them."""
+        holder = self.holder
+        if holder is replicate:
+            return
+        if holder is not None and not self.holder_done:
+            holder.state = _global_rng_state()
+        if replicate.state is not None:
+            _set_global_rng_state(replicate.state)
+        elif self.fresh_needs_outer and holder is not None:
+            _set_global_rng_state(self.outer)
+        self.holder, self.holder_done = replicate, False
+
+    def done(self, replicate: IsolatedGlobalRNG) -> None:
+        if self.holder is replicate:
+            self.holder_done = True  # nothing of it to save when the next one takes over
+
+    def finish(self) -> None:
+        """The loop's own state back, as it was before its replicates ran."""
+        if self.holder is not None:
+            _set_global_rng_state(self.outer)
+            self.holder = None
+
+
 class IsolatedGlobalRNG:
     """Awaitable wrapper: the coroutine sees its own ``random``/``numpy.random`` global state.
 
-    Concurrent replicates on one event loop interleave at every ``await``; swapping
-    the two global generator states in and out around each resumption keeps every
-    replicate's draws identical to a serial run.
+    Concurrent replicates on one event loop interleave at every ``await``; handing the two
+    global generator states over whenever another replicate resumes (:class:`GlobalRNGTurns`)
+    keeps every replicate's draws identical to a serial run.
     """
 
-    def __init__(self, coroutine: Awaitable[Any]) -> None:
+    def __init__(self, coroutine: Awaitable[Any], turns: GlobalRNGTurns | None = None) -> None:
         self.coroutine = coroutine
+        self.turns = turns or GlobalRNGTurns()
+        self.owns_turns = turns is None
         self.state: tuple[Any, Any] | None = None
-
-    def _swap_in(self) -> tuple[Any, Any]:
-        import random
-
-        import numpy as np
-
-        outer = (random.getstate(), np.random.get_state())
-        if self.state is not None:
-            random.setstate(self.state[0])
-            np.random.set_state(self.state[1])
-        return outer
-
-    def _swap_out(self, outer: tuple[Any, Any]) -> None:
-        import random
-
-        import numpy as np
-
-        self.state = (random.getstate(), np.random.get_state())
-        random.setstate(outer[0])
-        np.random.set_state(outer[1])
 
     def __await__(self) -> Generator[Any, Any, Any]:
         iterator = self.coroutine.__await__()
+        turns = self.turns
         send_value: Any = None
         error: BaseException | None = None
-        while True:
-            outer = self._swap_in()
-            try:
-                if error is not None:
-                    yielded = iterator.throw(error)
-                else:
-                    yielded = iterator.send(send_value)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                self._swap_out(outer)
-            try:
-                send_value, error = (yield yielded), None
-            except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
-                send_value, error = None, exc
+        try:
+            while True:
+                turns.take(self)
+                try:
+                    if error is not None:
+                        yielded = iterator.throw(error)
+                    else:
+                        yielded = iterator.send(send_value)
+                except StopIteration as stop:
+                    return stop.value
+                try:
+                    send_value, error = (yield yielded), None
+                except BaseException as exc:  # noqa: BLE001 - forwarded into the coroutine
+                    send_value, error = None, exc
+        finally:
+            turns.done(self)
+            if self.owns_turns:
+                turns.finish()
 
 
 def run_replicate(prepared: PreparedSpec, conditions: Conditions, task: ReplicateTask) -> ReplicateOutcome:

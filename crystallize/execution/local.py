@@ -16,7 +16,15 @@ from typing import Any
 
 from ..engine.batching import AdaptiveBatcher
 from ..engine.plan import Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec
-from ..engine.replicate import IsolatedGlobalRNG, PreparedSpec, drive_async, replicate_program, run_replicate, run_tasks
+from ..engine.replicate import (
+    GlobalRNGTurns,
+    IsolatedGlobalRNG,
+    PreparedSpec,
+    drive_async,
+    replicate_program,
+    run_replicate,
+    run_tasks,
+)
 from ..engine.serialization import dumps_conditions, dumps_spec, loads
 from ..errors import ExecutionError
 from .base import Executor
@@ -38,6 +46,7 @@ class SerialExecutor(Executor):
             yield run_replicate(self.prepared, conditions, task)
 
 
+_ASYNC_QUEUE = 4096  # finished outcomes of the async executor waiting for the driver
 _IN_FLIGHT_PER_WORKER = 2  # one batch running, one queued behind it: workers never wait on the driver
 
 
@@ -348,28 +357,47 @@ class AsyncExecutor(Executor):
         return spec
 
     def map(self, tasks: Sequence[ReplicateTask], conditions: Conditions) -> Iterator[ReplicateOutcome]:
-        results: queue.Queue[Any] = queue.Queue()
+        # Bounded both ways: at most max_concurrency replicates exist at once (not one coroutine per
+        # task: a million of them took 2 GiB), and finished outcomes wait for the driver in a queue of
+        # bounded size.
+        results: queue.Queue[Any] = queue.Queue(maxsize=_ASYNC_QUEUE)
         stop = threading.Event()
         done = object()
+        prepared = self.prepared
+        # With the default seeding every replicate reseeds the globals before any step runs, so a
+        # fresh one need not be handed the loop's own state first.
+        turns = GlobalRNGTurns(fresh_needs_outer=prepared.spec.seeding.seed_fn is not None)
 
-        async def one(task: ReplicateTask, gate: asyncio.Semaphore) -> None:
-            async with gate:
+        def hand_over(item: Any) -> None:
+            while not stop.is_set():
+                try:
+                    results.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        async def worker(pending: Iterator[ReplicateTask]) -> None:
+            for task in pending:  # one iterator shared by the workers: tasks go out in order
                 if stop.is_set():
                     return
-                outcome, _ = await IsolatedGlobalRNG(drive_async(replicate_program(self.prepared, conditions, task)))
-                results.put(outcome)
+                program = replicate_program(prepared, conditions, task)
+                outcome, _ = await IsolatedGlobalRNG(drive_async(program), turns)
+                hand_over(outcome)
 
         async def main() -> None:
-            gate = asyncio.Semaphore(self.max_concurrency)
-            await asyncio.gather(*(one(task, gate) for task in tasks))
+            pending = iter(tasks)
+            try:
+                await asyncio.gather(*(worker(pending) for _ in range(max(1, min(self.max_concurrency, len(tasks))))))
+            finally:
+                turns.finish()
 
         def runner() -> None:
             try:
                 asyncio.run(main())
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                results.put(exc)
+                hand_over(exc)
             finally:
-                results.put(done)
+                hand_over(done)
 
         thread = threading.Thread(target=runner, name="crystallize-async", daemon=True)
         thread.start()
