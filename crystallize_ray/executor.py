@@ -195,8 +195,10 @@ class RayExecutor(Executor):
         self._spec_ref = None
         broker, self._broker = getattr(self, "_broker", None), None
         if broker is not None:
+            from .shared_cache import release_broker
+
             try:
-                ray.kill(broker)
+                release_broker(broker, self._spec_id)  # the broker stays up for this driver's next run
             except Exception:  # noqa: BLE001 - already gone with its node
                 pass
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,20 +74,55 @@ class CacheBroker:
     def stats(self) -> dict[str, int]:
         return {"shared_results": len(self.results)}
 
+    def forget(self, prefix: str) -> int:
+        """Drop everything of one run (its keys start with ``prefix``); waiters compute for themselves."""
+        dropped = 0
+        for table in (self.read_sets, self.results):
+            for key in [k for k in table if k.startswith(prefix)]:
+                del table[key]
+                dropped += 1
+        for key in [k for k in self.computing if k.startswith(prefix)]:
+            self.computing.pop(key).set()
+        return dropped
+
+
+_SHARED: ActorHandle[CacheBroker] | None = None
+_SHARED_LOCK = threading.Lock()
+
 
 def start_broker() -> ActorHandle[CacheBroker]:
+    """This driver's broker, started once and shared by its runs (each under its own key prefix).
+
+    Starting an actor means starting a worker process for it, a few hundred milliseconds on a
+    small machine, which a short run with a cacheable step would pay every time.
+    """
+    global _SHARED
     import ray
 
-    # Ray's type hints list only task options for ``ray.remote(**options)``; actors take max_concurrency too.
-    return ray.remote(num_cpus=0, max_concurrency=1000)(CacheBroker).remote()  # type: ignore[call-overload]
+    with _SHARED_LOCK:
+        if _SHARED is not None:
+            try:
+                ray.get(_SHARED.stats.remote(), timeout=10)
+                return _SHARED
+            except Exception as exc:  # noqa: BLE001 - gone with its node or a previous Ray: start another
+                logger.debug("The cache broker is gone (%s); starting another", exc)
+        # Ray's type hints list only task options for ``ray.remote(**options)``; actors take max_concurrency too.
+        _SHARED = ray.remote(num_cpus=0, max_concurrency=1000)(CacheBroker).remote()  # type: ignore[call-overload]
+        return _SHARED
+
+
+def release_broker(broker: ActorHandle[CacheBroker], namespace: str) -> None:
+    """A run ended: its shared results leave the broker's memory (the broker stays for the next run)."""
+    broker.forget.remote(f"{namespace}/")
 
 
 class SharedStepCache:
     """Worker-side cache: the persistent store first, then the run's broker."""
 
-    def __init__(self, persistent: CacheBackend | None, broker: ActorHandle[CacheBroker]) -> None:
+    def __init__(self, persistent: CacheBackend | None, broker: ActorHandle[CacheBroker], namespace: str = "") -> None:
         self.persistent = persistent
         self.broker = broker
+        self.namespace = namespace  # the run's: the broker serves every run of its driver
 
     def lookup(self, step: PipelineStep, fingerprint: str, base: str, resolve: Resolver) -> CacheEntry | None:
         import ray
@@ -97,7 +133,7 @@ class SharedStepCache:
             entry = self.persistent.lookup(step, fingerprint, base, resolve)
             if entry is not None:
                 return entry
-        state, read_sets = ray.get(self.broker.claim.remote(f"{fingerprint}/{base}"))
+        state, read_sets = ray.get(self.broker.claim.remote(f"{self.namespace}/{fingerprint}/{base}"))
         if state != "ready":
             return None
         for text in read_sets:
@@ -105,7 +141,7 @@ class SharedStepCache:
             key = resolve(reads)
             if key is None:
                 continue
-            box = ray.get(self.broker.fetch.remote(f"{fingerprint}/{key}"))
+            box = ray.get(self.broker.fetch.remote(f"{self.namespace}/{fingerprint}/{key}"))
             if not box:
                 continue
             try:
@@ -120,9 +156,12 @@ class SharedStepCache:
     ) -> None:
         import ray
 
-        self.broker.publish.remote(f"{fingerprint}/{base}", reads.to_json(), f"{fingerprint}/{key}", [ray.put(entry)])
+        ns = self.namespace
+        self.broker.publish.remote(
+            f"{ns}/{fingerprint}/{base}", reads.to_json(), f"{ns}/{fingerprint}/{key}", [ray.put(entry)]
+        )
         if self.persistent is not None:
             self.persistent.save(step, fingerprint, base, reads, key, entry)
 
     def abandon(self, step: PipelineStep, fingerprint: str, base: str) -> None:
-        self.broker.abandon.remote(f"{fingerprint}/{base}")
+        self.broker.abandon.remote(f"{self.namespace}/{fingerprint}/{base}")

@@ -42,12 +42,12 @@ def _cached(cache: OrderedDict[str, Any], key: str, box: Sequence[Any], build: C
     return value
 
 
-def _prepare(spec: RunSpec, broker: ActorHandle[CacheBroker] | None) -> PreparedSpec:
+def _prepare(spec: RunSpec, broker: ActorHandle[CacheBroker] | None, run_id: str) -> PreparedSpec:
     prepared = PreparedSpec.of(spec)
     if broker is not None:
         from .shared_cache import SharedStepCache
 
-        prepared.cache = SharedStepCache(prepared.cache, broker)
+        prepared.cache = SharedStepCache(prepared.cache, broker, namespace=run_id)
     return prepared
 
 
@@ -87,7 +87,7 @@ def _run_batch(
     retry_limit: int,
     broker: ActorHandle[CacheBroker] | None,
 ) -> list[ReplicateOutcome]:
-    prepared = _cached(_SPECS, spec_id, spec_box, lambda spec: _prepare(spec, broker))
+    prepared = _cached(_SPECS, spec_id, spec_box, lambda spec: _prepare(spec, broker, spec_id))
     conditions = _cached(_CONDITIONS, conditions_id, conditions_box, lambda value: value)
     outcomes = []
     for condition, replicate in tasks:

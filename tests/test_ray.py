@@ -202,6 +202,30 @@ def test_a_cacheable_result_is_computed_once_per_run_and_shared_through_the_obje
     assert again.provenance["steps"]["baseline"]["expensive"]["cache_hits"] == 8
 
 
+def test_runs_share_one_broker_and_each_run_leaves_nothing_in_it(tmp_path: Path, monkeypatch) -> None:
+    import ray
+
+    from crystallize_ray import shared_cache
+
+    log = tmp_path / "computed.log"
+    monkeypatch.setenv("CRYSTALLIZE_CACHE_DIR", str(tmp_path / "cache-a"))
+    first = experiment(expensive(log=str(log)), record(), plugins=[RayExecution(progress=False)], replicates=4)
+    assert first.run().failed == 0
+    broker = shared_cache._SHARED
+    assert broker is not None
+    deadline = time.monotonic() + 10  # the broker forgets a run in the background once it ended
+    while ray.get(broker.stats.remote())["shared_results"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ray.get(broker.stats.remote())["shared_results"] == 0  # the run's results left with it
+    # Another run, with a cache folder of its own: nothing of the first run's reaches it through the broker.
+    monkeypatch.setenv("CRYSTALLIZE_CACHE_DIR", str(tmp_path / "cache-b"))
+    second = experiment(expensive(log=str(log)), record(), plugins=[RayExecution(progress=False)], replicates=4)
+    result = second.run()
+    assert shared_cache._SHARED is broker  # the same actor served both runs
+    assert len(log.read_text().splitlines()) == 2  # computed once in each run, shared within it
+    assert result.provenance["steps"]["baseline"]["expensive"]["cache_hits"] == 3
+
+
 @requires_seeds
 def test_seed_001_runs_with_ray_execution_in_place_of_parallel_execution() -> None:
     from test_seeds import run_seed
