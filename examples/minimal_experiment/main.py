@@ -26,13 +26,13 @@ from crystallize import (
 
 
 @data_source
-def fetch_numbers(ctx: FrozenContext) -> list[int]:
-    """Return the baseline payload that enters the pipeline."""
-    return [0, 0, 0]
+def fetch_numbers(ctx: FrozenContext) -> list[float]:
+    """Three noisy measurements around 0: ``ctx.rng`` is seeded per replicate, so reruns draw the same."""
+    return [float(x) for x in ctx.rng.normal(0.0, 1.0, size=3)]
 
 
 @pipeline_step()
-def add_delta(data: list[int], ctx: FrozenContext, *, delta: float = 0.0) -> list[float]:
+def add_delta(data: list[float], ctx: FrozenContext, *, delta: float = 0.0) -> list[float]:
     """Inject a configurable delta (supplied by treatments or defaults)."""
     return [x + delta for x in data]
 
@@ -49,7 +49,7 @@ boost_total = treatment("boost_total", {"delta": 10.0})
 @verifier
 def welch_t_test(baseline, treatment, alpha: float = 0.05):
     _stat, p_value = ttest_ind(treatment["total"], baseline["total"], equal_var=False)
-    return {"p_value": p_value, "significant": p_value < alpha}
+    return {"p_value": float(p_value), "significant": bool(p_value < alpha)}  # plain numbers, not NumPy scalars
 
 
 @hypothesis(verifier=welch_t_test(), metrics="total")
@@ -93,9 +93,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     result = build_experiment(args.executor, args.replicates).run()
-    print("baseline total:", result.metrics.baseline.metrics["total"])
-    print("boost_total total:", result.metrics.treatments["boost_total"].metrics["total"])
-    print("hypothesis:", result.get_hypothesis("order_by_p_value").results)
+    for name, metrics in (
+        ("baseline", result.metrics.baseline),
+        ("boost_total", result.metrics.treatments["boost_total"]),
+    ):
+        totals = metrics.metrics["total"]
+        print(
+            f"{name} total: mean {sum(totals) / len(totals):.2f} over {len(totals)} replicates:",
+            [round(t, 2) + 0.0 for t in totals],
+        )
+    comparison = result.get_hypothesis("order_by_p_value").results["boost_total"]
+    print(f"boost_total vs baseline: p = {comparison['p_value']:.3g}, significant: {comparison['significant']}")
     print("stored under:", f"data/basic/v{result.provenance['version']}")
 
 
