@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common, data], help="summarize a stored run")
     show.add_argument("run", metavar="RUN", help="a run folder (data/basic/v0) or an experiment name (its latest run)")
     show.add_argument("--plot", metavar="FILE.png", help="also draw the metric distributions per condition")
+    show.add_argument("--errors", action="store_true", help="list every failed replicate with its traceback")
 
     export = sub.add_parser("export", parents=[common, data], help="write a run's metrics (long form)")
     export.add_argument(
@@ -311,7 +312,7 @@ def _cmd_show(args: argparse.Namespace, out: Console, err: Console) -> int:
     from .tables import show_run
 
     result, location = _load(args)
-    show_run(out, result, location)
+    show_run(out, result, location, all_errors=args.errors, target=args.run)
     if args.plot:
         from .plot import plot_run
 

@@ -210,8 +210,19 @@ def _describe(value: Any) -> str:
 # ---------------------------------------------------------------- show
 
 
-def show_run(console: Console, result: Result, location: str, *, max_errors: int = 5) -> None:
-    """``crystallize show``: what ran and how, metrics with intervals, hypotheses, warnings, failures."""
+def show_run(
+    console: Console,
+    result: Result,
+    location: str,
+    *,
+    max_errors: int = 5,
+    all_errors: bool = False,
+    target: str | None = None,
+) -> None:
+    """``crystallize show``: what ran and how, metrics with intervals, hypotheses, warnings, failures.
+
+    Failures: the first ``max_errors`` as one line each, or (``--errors``) every one with its traceback.
+    """
     finished = result.provenance.get("finished", True)
     _print_run_header(console, result, location, finished=finished)
     console.print(metrics_table(result))
@@ -222,12 +233,19 @@ def show_run(console: Console, result: Result, location: str, *, max_errors: int
     for warning in result.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"))
     errors = [e for errs in result.replicate_errors.values() for _, e in sorted(errs.items())]
-    if errors:
-        console.print(Text(f"{len(errors)} failed replicate(s):", style="bold red"))
-        for error in errors[:max_errors]:
-            console.print(f"  {error}", markup=False, highlight=False)
-        if len(errors) > max_errors:
-            console.print(f"  ... and {len(errors) - max_errors} more")
+    if not errors:
+        return
+    console.print(Text(f"{len(errors)} failed replicate(s):", style="bold red"))
+    if all_errors:
+        for error in errors:
+            console.print(Text(f"\n{error}", style="red"), markup=False, highlight=False)
+            traceback = (error.traceback or "").rstrip()
+            console.print(traceback or "  (no traceback was recorded)", markup=False, highlight=False)
+        return
+    for error in errors[:max_errors]:
+        console.print(f"  {error}", markup=False, highlight=False)
+    more = f"... and {len(errors) - max_errors} more; " if len(errors) > max_errors else ""
+    console.print(f"  {more}crystallize show {target or location} --errors lists each with its traceback")
 
 
 def _print_run_header(console: Console, result: Result, location: str, *, finished: bool) -> None:

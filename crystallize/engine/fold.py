@@ -107,7 +107,10 @@ class RunFold:
             elif self.failed <= 5:
                 logger.warning("Replicate failed: %s", outcome.error)
             elif self.failed == 6:
-                logger.warning("More replicates failed; see Result.replicate_errors for all of them.")
+                logger.warning(
+                    "More replicates failed; `crystallize show RUN --errors` lists all of them with their "
+                    "tracebacks (in Python: result.replicate_errors)."
+                )
 
     def unread_treatment_keys(self, conditions: Mapping[str, Any]) -> dict[str, list[str]]:
         """Per treatment, the keys it sets that no replicate of it read (so it changed nothing there)."""
