@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ValidationError
 from .hashing import code_fingerprint, stable_hash
-from .injection import CallSignature
+from .injection import CallSignature, OwnerLabel
 
 if TYPE_CHECKING:
     from .context import FrozenContext
@@ -53,7 +53,7 @@ class FunctionSource(DataSource):
 
     def fetch(self, ctx: FrozenContext) -> Any:
         signature = self.signature
-        kwargs = signature.resolve(self.explicit, ctx, _SourceLabel(self)) if signature.injectable else {}
+        kwargs = signature.resolve(self.explicit, ctx, OwnerLabel("datasource", self)) if signature.injectable else {}
         return signature.call(self.fn, None, ctx, kwargs)
 
     @property
@@ -121,15 +121,3 @@ class ExperimentInput(DataSource):
             name: getattr(source, "fingerprint", type(source).__qualname__) for name, source in self.inputs.items()
         }
         return _digest(self.name, type(self).fetch, inner)
-
-
-class _SourceLabel:
-    """``datasource 'name'`` for an error message, formatted only when one is raised."""
-
-    __slots__ = ("source",)
-
-    def __init__(self, source: DataSource) -> None:
-        self.source = source
-
-    def __str__(self) -> str:
-        return f"datasource '{getattr(self.source, 'name', 'datasource')}'"

@@ -39,6 +39,18 @@ class MissingMetricError(CrystallizeError):
         self.condition = condition
 
 
+def _where(step_name: str, condition: str | None, replicate: int | None, experiment: str | None) -> str:
+    """``step 's', condition 'c', replicate 3, experiment 'e'``: where a step failed, as far as known."""
+    where = [f"step '{step_name}'"]
+    if condition is not None:
+        where.append(f"condition '{condition}'")
+    if replicate is not None:
+        where.append(f"replicate {replicate}")
+    if experiment:
+        where.append(f"experiment '{experiment}'")
+    return ", ".join(where)
+
+
 class PipelineExecutionError(CrystallizeError):
     """A step raised; carries where it happened so the user need not guess."""
 
@@ -51,14 +63,8 @@ class PipelineExecutionError(CrystallizeError):
         replicate: int | None = None,
         experiment: str | None = None,
     ) -> None:
-        where = [f"step '{step_name}'"]
-        if condition is not None:
-            where.append(f"condition '{condition}'")
-        if replicate is not None:
-            where.append(f"replicate {replicate}")
-        if experiment:
-            where.append(f"experiment '{experiment}'")
-        super().__init__(f"{', '.join(where)} failed: {type(original_exception).__name__}: {original_exception}")
+        where = _where(step_name, condition, replicate, experiment)
+        super().__init__(f"{where} failed: {type(original_exception).__name__}: {original_exception}")
         self.step_name = step_name
         self.original_exception = original_exception
         self.condition = condition
@@ -168,14 +174,8 @@ class ReplicateError(PipelineExecutionError):
         exception_types: tuple[str, ...] = (),
         original_exception: BaseException | None = None,
     ) -> None:
-        where = [f"step '{step_name}'"]
-        if condition is not None:
-            where.append(f"condition '{condition}'")
-        if replicate is not None:
-            where.append(f"replicate {replicate}")
-        if experiment:
-            where.append(f"experiment '{experiment}'")
-        CrystallizeError.__init__(self, f"{', '.join(where)} failed: {exception_type}: {message}")
+        where = _where(step_name, condition, replicate, experiment)
+        CrystallizeError.__init__(self, f"{where} failed: {exception_type}: {message}")
         self.step_name = step_name
         self.original_exception = original_exception  # type: ignore[assignment]
         self.condition = condition

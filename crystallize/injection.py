@@ -134,6 +134,20 @@ class CallSignature:
         return fn(**kwargs)
 
 
+class OwnerLabel:
+    """``step 'name'`` / ``datasource 'name'`` for an error message, formatted only when one is raised
+    (building the text for every call cost more than the call of a no-op step)."""
+
+    __slots__ = ("kind", "owner")
+
+    def __init__(self, kind: str, owner: object) -> None:
+        self.kind = kind
+        self.owner = owner
+
+    def __str__(self) -> str:
+        return f"{self.kind} '{getattr(self.owner, 'name', self.kind)}'"
+
+
 _NO_CTX: Any = object()
 _BINDERS: dict[type, Any] = {}
 

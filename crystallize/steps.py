@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .awaitables import is_awaitable
 from .hashing import code_fingerprint, stable_hash
-from .injection import CallSignature
+from .injection import CallSignature, OwnerLabel
 
 if TYPE_CHECKING:
     from .context import FrozenContext
@@ -88,7 +88,7 @@ class FunctionStep(PipelineStep):
 
     def __call__(self, data: Any, ctx: FrozenContext) -> Any:
         signature = self.signature
-        kwargs = signature.resolve(self.explicit, ctx, _StepLabel(self)) if signature.injectable else {}
+        kwargs = signature.resolve(self.explicit, ctx, OwnerLabel("step", self)) if signature.injectable else {}
         return signature.call(self.fn, data, ctx, kwargs)
 
     @property
@@ -112,18 +112,6 @@ class FunctionStep(PipelineStep):
         state = dict(self.__dict__)
         state["_fingerprint"] = None
         return state
-
-
-class _StepLabel:
-    """``step 'name'`` for an error message, formatted only when one is raised."""
-
-    __slots__ = ("step",)
-
-    def __init__(self, step: PipelineStep) -> None:
-        self.step = step
-
-    def __str__(self) -> str:
-        return f"step '{self.step.name}'"
 
 
 def exit_step(step: PipelineStep) -> PipelineStep:

@@ -31,6 +31,7 @@ from .connection import ensure_connected
 from .errors import failed_batch, fatal_error
 from .interrupts import InterruptGuard
 from .worker import remote_run_batch
+from .worker_logs import replay
 
 logger = logging.getLogger(__name__)
 RESIZE_SECONDS = 1.0  # how often a running map re-reads the cluster's resources
@@ -347,8 +348,6 @@ class _Scheduler:
     def collect(self, ref: Any, batch: list[tuple[str, int]]) -> list[ReplicateOutcome]:
         """The batch's outcomes; a failed batch is split, or becomes error records when it is one replicate."""
         import ray
-
-        from .worker_logs import replay
 
         try:
             outcomes: list[ReplicateOutcome] = replay(ray.get(ref))  # the batch's log lines, on the driver now

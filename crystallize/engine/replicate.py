@@ -67,7 +67,7 @@ class PreparedSpec:
     after_step: list[BasePlugin]
     datasource_stage: str = "datasource"
     step_names: tuple[str, ...] = ()
-    uncached: tuple[bool, ...] = ()  # per step: not cacheable, so it never goes through a cache
+    cacheable: tuple[bool, ...] = ()  # per step: it goes through the cache when there is one
     # per treatment object: (initial values with the treatment's mapping applied, the treatment's keys)
     _condition_values: dict[int, tuple[Treatment | None, dict[str, Any], tuple[str, ...]]] = field(default_factory=dict)
 
@@ -101,7 +101,7 @@ class PreparedSpec:
         steps = spec.pipeline.steps
         return cls(
             step_names=tuple(step.name for step in steps),
-            uncached=tuple(not step.cacheable for step in steps),  # the cache may be set later (Ray's broker)
+            cacheable=tuple(bool(step.cacheable) for step in steps),  # the cache may come later (Ray's broker)
             spec=spec,
             cache=cache,
             before_replicate=hooks["before_replicate"],
@@ -132,25 +132,26 @@ def replicate_program(
             data = spec.datasource.fetch(ctx)
             if is_awaitable(data):
                 data = yield data
-        steps, names, uncached = spec.pipeline.steps, prepared.step_names, prepared.uncached
+        steps, names, cacheable, cache = spec.pipeline.steps, prepared.step_names, prepared.cacheable, prepared.cache
         last = len(steps) - 1 if stop_after is None else stop_after
+        # One loop, no sub-generator per step: this loop is most of a short replicate.
         for index in range(last + 1):
-            step = steps[index]
-            if not uncached[index]:
-                data = yield from run.step(index, step, data)
-                continue
-            # Inline rather than a sub-generator per step: this loop is most of a short replicate.
-            name = names[index]
+            step, name = steps[index], names[index]
             started = run.begin_step(index, step, name)
-            output = step(data, ctx)
-            if is_awaitable(output):
-                output = yield output
-            data, metrics = unpack_step_output(output)
-            if metrics:
-                add = ctx.metrics.add
-                for metric, value in metrics.items():
-                    add(metric, value)
-            run.end_step(step, name, data, started, False)
+            fingerprint = _cache_fingerprint(spec, index, step) if cacheable[index] and cache is not None else None
+            if cache is not None and fingerprint is not None:
+                data, hit = yield from _run_cached(cache, step, fingerprint, index + 1, data, ctx)
+            else:
+                hit = False
+                output = step(data, ctx)
+                if is_awaitable(output):
+                    output = yield output
+                data, metrics = unpack_step_output(output)
+                if metrics:
+                    add = ctx.metrics.add
+                    for metric, value in metrics.items():
+                        add(metric, value)
+            run.end_step(step, name, data, started, hit)
     except Exception as exc:
         if raise_errors:
             raise step_failure(  # also the step's own exception class, as 0.27's apply() raised it
@@ -222,29 +223,6 @@ class _Replicate:
         for plugin in self.prepared.after_step:
             plugin.after_step(self.spec, step, data, ctx)
         self.records.append(StepRecord(name, time.perf_counter() - started, hit))
-
-    def step(self, index: int, step: PipelineStep, data: Any) -> Generator[Awaitable[Any], Any, Any]:
-        """Run one step (through the cache when it is cacheable) with its hooks; returns its data."""
-        ctx, prepared = self.ctx, self.prepared
-        assert ctx is not None, "open_context() first"
-        name = step.name
-        started = self.begin_step(index, step, name)
-        hit = False
-        cache = prepared.cache
-        fingerprint = _cache_fingerprint(self.spec, index, step) if step.cacheable and cache else None
-        if cache is not None and fingerprint is not None:
-            data, hit = yield from _run_cached(cache, step, fingerprint, index + 1, data, ctx)
-        else:
-            output = step(data, ctx)
-            if is_awaitable(output):
-                output = yield output
-            data, metrics = unpack_step_output(output)
-            if metrics:
-                add = ctx.metrics.add
-                for metric, value in metrics.items():
-                    add(metric, value)
-        self.end_step(step, name, data, started, hit)
-        return data
 
     def error_record(self, exc: Exception) -> ErrorRecord:
         spec, task = self.spec, self.task

@@ -58,8 +58,6 @@ def _numbers(values: Sequence[Any], arrow_type: Any, dtype: Any) -> Any:
     validity, nulls = _validity(values)
     filled = [0 if value is None else value for value in values] if nulls else values
     array = np.asarray(filled, dtype=dtype)
-    if array.ndim != 1:
-        array = np.fromiter(filled, dtype=dtype, count=len(filled))
     return pa.Array.from_buffers(arrow_type, len(filled), [validity, pa.py_buffer(array)], null_count=nulls)
 
 
