@@ -38,6 +38,14 @@ from .plugins.seed import SeedPlugin
 from .quick import quick_experiment
 from .results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
 from .runs import load_run
+from .stats.verifiers import (
+    bootstrap_ci,
+    mann_whitney_test,
+    paired_t_test,
+    permutation_test,
+    welch_t_test,
+    wilcoxon_test,
+)
 from .steps import PipelineStep, exit_step
 from .treatment import Treatment
 
@@ -91,6 +99,7 @@ __all__ = [
     "TreatmentMetrics",
     "ValidationError",
     "__version__",
+    "bootstrap_ci",
     "data_source",
     "exit_step",
     "get_datasource",
@@ -98,6 +107,9 @@ __all__ = [
     "inject_from_ctx",
     "list_datasources",
     "load_run",
+    "mann_whitney_test",
+    "paired_t_test",
+    "permutation_test",
     "pipeline",
     "pipeline_step",
     "quick_experiment",
@@ -106,4 +118,6 @@ __all__ = [
     "standalone_context",
     "treatment",
     "verifier",
+    "welch_t_test",
+    "wilcoxon_test",
 ]

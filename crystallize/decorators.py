@@ -159,11 +159,14 @@ def hypothesis(
     verifier: Callable[..., Any],
     metrics: MetricSpec = None,
     name: str | None = None,
+    adjust: str = "holm",
 ) -> Callable[[Callable[[Any], float]], Hypothesis]:
-    """``@hypothesis(verifier=..., metrics="total")`` on a ranker makes a Hypothesis."""
+    """``@hypothesis(verifier=..., metrics="total")`` on a ranker makes a Hypothesis (``adjust``: see Hypothesis)."""
 
     def decorate(ranker: Callable[[Any], float]) -> Hypothesis:
-        return Hypothesis(verifier=verifier, metrics=metrics, ranker=ranker, name=name or ranker.__name__)
+        return Hypothesis(
+            verifier=verifier, metrics=metrics, ranker=ranker, name=name or ranker.__name__, adjust=adjust
+        )
 
     return decorate
 

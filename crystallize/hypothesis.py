@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import MissingMetricError
+from .stats.adjust import check_method
 
 MetricSpec = str | Sequence[str] | Sequence[Sequence[str]] | None
 Verifier = Callable[[Mapping[str, Sequence[Any]], Mapping[str, Sequence[Any]]], Mapping[str, Any]]
@@ -23,6 +24,8 @@ class Hypothesis:
 
     ``metrics`` is one name, a list of names (one verifier call sees them all), or a
     list of lists (one verifier call per group; the result is then a list).
+    ``adjust`` ("holm", "bh" or "none") adds ``p_value_adjusted`` and ``significant_adjusted``
+    to each treatment's result, adjusted across the treatments for multiple comparisons.
     """
 
     def __init__(
@@ -31,8 +34,10 @@ class Hypothesis:
         metrics: MetricSpec = None,
         ranker: Callable[[Any], float] | None = None,
         name: str | None = None,
+        adjust: str = "holm",
     ) -> None:
         self.verifier = verifier
+        self.adjust = check_method(adjust)
         self.metrics_spec = metrics
         self.ranker = ranker or rank_by_p_value
         self.name = name or getattr(ranker, "__name__", None) or "hypothesis"

@@ -255,7 +255,9 @@ def test_hypotheses_with_params_list_of_lists_and_ranker(tmp_path: Path) -> None
     grouped = result.get_hypothesis("grouped")
     big = grouped.results["big"]
     assert isinstance(big, list) and [r["metric"] for r in big] == ["total", "count"]
-    assert big[0] == {"metric": "total", "diff": 12.0, "alpha": 0.01, "p_value": 1 / 13}
+    verifier_keys = {"metric", "diff", "alpha", "p_value"}  # the rest: the multiple-comparison adjustment
+    assert {k: big[0][k] for k in verifier_keys} == {"metric": "total", "diff": 12.0, "alpha": 0.01, "p_value": 1 / 13}
+    assert set(big[0]) - verifier_keys == {"p_value_adjusted", "significant_adjusted", "adjustment"}
     assert big[1]["diff"] == 0.0
     assert grouped.ranking["best"] == "big"
     assert [name for name, _ in grouped.ranking["ranked"]] == ["big", "small"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..decorators import VerifierCallable
 from ..hypothesis import Hypothesis, MetricSpec
+from ..stats.adjust import METHODS
 from .build import params_of
 from .namespace import HYPOTHESIS, RANKER, VERIFIER, Namespace, is_verifier_factory
 from .yaml_source import YamlSource, child_path
@@ -31,13 +32,14 @@ def build_hypotheses(config: YamlSource, namespace: Namespace, value: Any) -> li
         if isinstance(entry, str):
             hyp = namespace.lookup(entry, path, HYPOTHESIS)
         elif isinstance(entry, dict):
-            config.check_keys(entry, path, ("name", "verifier", "metrics", "ranker"), ("name", "verifier"))
+            config.check_keys(entry, path, ("name", "verifier", "metrics", "ranker", "adjust"), ("name", "verifier"))
             name = config.check_name(entry["name"], f"{path}.name", "a hypothesis name")
             hyp = Hypothesis(
                 verifier=_build_verifier(config, namespace, entry["verifier"], f"{path}.verifier"),
                 metrics=_check_metrics(config, entry.get("metrics"), f"{path}.metrics"),
                 ranker=_build_ranker(config, namespace, entry.get("ranker"), f"{path}.ranker"),
                 name=name,
+                adjust=_check_adjust(config, entry.get("adjust", "holm"), f"{path}.adjust"),
             )
         else:
             raise config.expected(path, "{name: ..., verifier: ..., metrics: ...} or the name of a @hypothesis", entry)
@@ -100,3 +102,12 @@ def _check_metrics(config: YamlSource, value: Any, path: str) -> MetricSpec:
     if all(isinstance(item, list) and item and all(isinstance(m, str) for m in item) for item in value):
         return [list(item) for item in value]
     raise config.error(path, f"expected {expected}; got a list mixing names and lists (or with empty lists)")
+
+
+def _check_adjust(config: YamlSource, value: Any, path: str) -> str:
+    """The multiple-comparison adjustment: holm (the default), bh or none."""
+    if value is None or value is False:
+        return "none"
+    if not isinstance(value, str) or value.lower() not in METHODS:
+        raise config.expected(path, f"one of {', '.join(METHODS)}", value)
+    return value.lower()

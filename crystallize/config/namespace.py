@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..datasource import DataSource
 from ..decorators import VerifierCallable
 from ..hypothesis import Hypothesis
+from ..stats.verifiers import BUILTIN_VERIFIERS
 from ..steps import PipelineStep
 from ..treatment import Treatment
 from .folder import import_folder
@@ -45,12 +46,14 @@ class Kind:
         accepts: Callable[[Any], bool],
         hint: str = "",
         typical: Callable[[Any], bool] | None = None,
+        builtins: Mapping[str, Any] | None = None,
     ) -> None:
         self.label = label
         self.expected = expected
         self.accepts = accepts
         self.hint = hint
         self.typical = typical  # when some names are of this narrower kind, only they are listed
+        self.builtins = dict(builtins or {})  # names crystallize provides; the folder's own definition wins
 
 
 def _is_step(obj: Any) -> bool:
@@ -103,6 +106,7 @@ VERIFIER = Kind(
     "a @verifier function (or a function of baseline, treatment)",
     _is_plain_function,
     typical=lambda obj: isinstance(obj, VerifierCallable) or is_verifier_factory(obj),
+    builtins=BUILTIN_VERIFIERS,
 )
 RANKER = Kind("ranker", "a function of the verifier's result returning a score", _is_plain_function)
 TREATMENT = Kind(
@@ -155,13 +159,17 @@ class Namespace:
             found = {module_name: getattr(module, attr)}
         else:
             found = {stem: vars(module)[ref] for stem, module in self.modules.items() if ref in vars(module)}
+        if not found and ref in kind.builtins:
+            return "crystallize", kind.builtins[ref]
         if not found:
             candidates = self.names(kind, self.modules.values())
             listing = f"; {kind.label}s defined here: {', '.join(candidates)}" if candidates else ""
+            if kind.builtins:
+                listing += f"; built in: {', '.join(sorted(kind.builtins))}"
+            suggestion = did_you_mean(ref, [*candidates, *sorted(kind.builtins)])
             raise config.error(
                 path,
-                f"no {kind.label} named '{ref}' in {self._where()}{did_you_mean(ref, candidates)}; "
-                f"expected {kind.expected}{listing}",
+                f"no {kind.label} named '{ref}' in {self._where()}{suggestion}; expected {kind.expected}{listing}",
             )
         distinct: dict[int, list[str]] = {}
         for stem, obj in found.items():

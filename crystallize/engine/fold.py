@@ -9,8 +9,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cli_hints import all_errors_hint
 from ..constants import BASELINE_CONDITION
 from ..results import ExperimentMetrics, HypothesisResult, Result, TreatmentMetrics
+from ..stats.adjust import adjust_results
 from .plan import ArtifactEntry, ErrorRecord, ReplicateOutcome, ensure_storable
 
 logger = logging.getLogger(__name__)
@@ -107,10 +109,7 @@ class RunFold:
             elif self.failed <= 5:
                 logger.warning("Replicate failed: %s", outcome.error)
             elif self.failed == 6:
-                logger.warning(
-                    "More replicates failed; `crystallize show RUN --errors` lists all of them with their "
-                    "tracebacks (in Python: result.replicate_errors)."
-                )
+                logger.warning("More replicates failed; %s.", all_errors_hint())
 
     def unread_treatment_keys(self, conditions: Mapping[str, Any]) -> dict[str, list[str]]:
         """Per treatment, the keys it sets that no replicate of it read (so it changed nothing there)."""
@@ -191,7 +190,8 @@ class RunFold:
             except Exception as exc:  # noqa: BLE001 - one bad comparison must not hide the others
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 logger.warning("Hypothesis '%s' could not be verified for '%s': %s", hyp.name, name, exc)
-        ranking = hyp.rank_treatments(results)
+        ranking = hyp.rank_treatments(results)  # from the raw results: adjustment never changes the ranking
+        results = adjust_results(results, getattr(hyp, "adjust", "holm"))
         if any(dropped.values()):
             logger.info("Hypothesis '%s': pairs dropped because a side failed: %s", hyp.name, dropped)
         return HypothesisResult(name=hyp.name, results=results, ranking=ranking, dropped_pairs=dropped, errors=errors)
