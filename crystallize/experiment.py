@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import logging
 import os
@@ -11,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .cli_hints import hint, resume_option
 from .constants import BASELINE_CONDITION, FRAMEWORK_KEYS
 from .datasource import DataSource, resolve_inputs
 from .engine.claimed import ClaimedRun
@@ -23,6 +25,7 @@ from .engine.resume import build_plan, plan_differences
 from .errors import OptimizerError, ParameterError, ValidationError
 from .hashing import stable_hash
 from .hypothesis import Hypothesis
+from .optimizers import TrialHistory
 from .paths import check_segment
 from .pipeline import Pipeline
 from .plugins.artifacts import ArtifactPlugin
@@ -31,6 +34,7 @@ from .plugins.execution import ExecutionPlugin, LegacyLoopExecutor, SerialExecut
 from .plugins.logging_plugin import LoggingPlugin
 from .plugins.seed import SeedPlugin
 from .results import Result
+from .seeding import seed_stream
 from .store import layout
 from .store.claims import BlockClaims, cut_blocks
 from .store.filesystem import Store
@@ -299,13 +303,17 @@ class Experiment:
         optimizer that proposes several treatments per ask tries more. All treatments of one
         ask run side by side, on whatever executor the experiment uses; the executor never
         changes what is asked. Trials reuse replicate indices
-        0..replicates_per_trial-1, so every candidate sees the same seeds.
+        0..replicates_per_trial-1, so every candidate sees the same seeds. Those seeds come from
+        the root seed's search stream, ``run()``'s from its main stream: a ``run()`` confirming
+        the winner sees fresh replicates, and both remain a pure function of (root seed, stream,
+        replicate index).
         """
         self.validate()
         _check_replicates(num_trials, "num_trials")
         _check_replicates(replicates_per_trial, "replicates_per_trial")
         metric = optimizer.objective.metric
         all_conditions: dict[str, Treatment | None] = {}
+        history = _start_history(optimizer)  # filled as trials finish, so tell() may already look at it
         with self._session("optimize", replicates_per_trial, {}) as session:
             fold = RunFold([])
             for trial in range(num_trials):
@@ -318,11 +326,14 @@ class Experiment:
                 fold.add_conditions(list(conditions))
                 all_conditions.update(conditions)
                 tasks = [ReplicateTask(c, r) for r in range(replicates_per_trial) for c in conditions]
+                started = _clock()
                 session.execute(tasks, conditions, fold, label=f"trial {trial + 1}/{num_trials}")
+                history.extend(_trial_rows(fold, conditions, metric, trial, _clock() - started))
                 means = _trial_scores(fold, conditions, metric, trial)
                 optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
             _warn_unread_keys(session, fold, all_conditions)
             provenance = session.provenance(list(all_conditions), all_conditions)
+            provenance["optimization"] = _optimization_record(optimizer, history)
             result = fold.build_result([], replicates_per_trial, provenance)
             session.finish(result)
         self.last_optimization = result
@@ -410,7 +421,7 @@ class Experiment:
             initial_ctx=setup_ctx._raw_values(),
             identities=compute_identities(self.pipeline, self.datasource, [t for t in treatments if t is not None]),
             plugins=tuple(self._observer_plugins()),
-            seeding=self._plugin(SeedPlugin).config(),
+            seeding=dataclasses.replace(self._plugin(SeedPlugin).config(), stream=seed_stream(mode)),
             replicates=replicates,
             cache_root=_cache_root(),
             cache_key=_cache_key(self.pipeline),
@@ -452,7 +463,10 @@ class Experiment:
                 logger.info("Nothing to resume for '%s'; starting a new run", self.id)
             return None
         if run.plan.get("mode") != "run":
-            raise ValidationError(f"cannot resume '{self.id}' v{run.version}: it is an optimize() record, not a run()")
+            what = hint("it is an optimize() record, not a run()", "optimize() made it, and only runs resume")
+            raise ValidationError(
+                f"cannot resume '{self.id}' v{run.version}: {what}; run without {resume_option()} for a new version"
+            )
         return ResumePoint(run.version, run.plan, run.outcomes, frozenset(run.read.parts) | frozenset(run.read.skipped))
 
     @contextlib.contextmanager
@@ -539,7 +553,7 @@ class Experiment:
                     raise ValidationError(
                         f"cannot resume '{self.id}' v{version}: the experiment changed since it ran:\n  - "
                         + "\n  - ".join(changes)
-                        + "\nRun without strategy='resume' to start a new version."
+                        + f"\nRun without {resume_option()} to start a new version."
                     )
             else:
                 try:
@@ -769,3 +783,69 @@ def _check_hypotheses(hypotheses: Iterable[Any]) -> None:
         if hyp.name in seen:
             raise ValidationError(f"two hypotheses are named '{hyp.name}'; names must be unique")
         seen.add(hyp.name)
+
+
+# ------------------------------------------------------------------ optimize: the trials table
+
+
+def _clock() -> float:
+    import time
+
+    return time.perf_counter()
+
+
+def _start_history(optimizer: BaseOptimizer) -> list[dict[str, Any]]:
+    """A fresh ``optimizer.history`` (one row per candidate, appended as its trial finishes).
+
+    An optimizer with a ``history`` of its own (one it assigned, or a duck-typed optimizer's
+    attribute) keeps it untouched: its code may read it. The rows then reach only the result."""
+    history = TrialHistory()
+    current = getattr(optimizer, "history", None)
+    if current is not None and not isinstance(current, TrialHistory):
+        logger.info(
+            "%s keeps its own `history`; the trials are in experiment.last_optimization.trials_dataframe()",
+            type(optimizer).__name__,
+        )
+        return history
+    try:
+        optimizer.history = history
+    except (AttributeError, TypeError):  # a read-only or slotted attribute: the result only
+        logger.debug("could not set %s.history", type(optimizer).__name__)
+    return history
+
+
+def _trial_rows(
+    fold: RunFold, conditions: Mapping[str, Treatment | None], metric: str, trial: int, seconds: float
+) -> list[dict[str, Any]]:
+    """One row per candidate of one ask. ``seconds`` is the trial's wall time, shared by (not split
+    among) its candidates: they ran side by side. ``replicates`` counts the replicates that recorded
+    the objective; with none, the candidate ``failed`` and its ``objective`` is None."""
+    from .provenance import typed_value
+
+    rows = []
+    for key, treatment in conditions.items():
+        scored = fold.condition_metrics(key).replicates.get(metric, [])
+        mean = fold.mean(key, metric)
+        complete = bool(scored) and mean == mean  # NaN != NaN
+        params = treatment.apply_map if treatment is not None else {}
+        rows.append(
+            {
+                "trial": trial,
+                "candidate": key,
+                "params": {k: typed_value(v) for k, v in params.items()},
+                "objective": float(mean) if complete else None,
+                "replicates": len(set(scored)),
+                "seconds": seconds,
+                "status": "complete" if complete else "failed",
+            }
+        )
+    return rows
+
+
+def _optimization_record(optimizer: BaseOptimizer, history: list[dict[str, Any]]) -> dict[str, Any]:
+    objective = optimizer.objective
+    return {
+        "objective": {"metric": objective.metric, "direction": getattr(objective, "direction", None)},
+        "optimizer": type(optimizer).__name__,
+        "trials": [dict(row) for row in history],
+    }

@@ -49,11 +49,29 @@ class Objective:
         return a < b if self.direction == "minimize" else a > b
 
 
+class TrialHistory(list):  # type: ignore[type-arg]
+    """The rows ``optimize()`` records, one per candidate. Its own type, so the experiment can tell
+    its rows from a ``history`` a user's optimizer keeps for itself, and never overwrite that one."""
+
+
 class BaseOptimizer(ABC):
     """Strategy contract: ``ask`` proposes treatments, ``tell`` receives their scores."""
 
     def __init__(self, objective: Objective) -> None:
         self.objective = objective
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The trials of the last ``optimize()``: one row per candidate (``trial``, ``candidate``,
+        ``params``, ``objective``, ``replicates``, ``seconds``, ``status``), set by the experiment.
+
+        A property, so an optimizer that never calls ``BaseOptimizer.__init__`` has one too. An
+        optimizer that assigns its own ``history`` keeps it: the experiment then leaves it alone."""
+        return self.__dict__.setdefault("_trial_history", TrialHistory())
+
+    @history.setter
+    def history(self, rows: list[Any]) -> None:
+        self.__dict__["_trial_history"] = rows
 
     @abstractmethod
     def ask(self) -> list[Treatment]:
@@ -79,7 +97,7 @@ class _BatchedOptimizer(BaseOptimizer):
         self._name_prefix = name_prefix
         self._issued = 0
         self._pending: list[Treatment] = []
-        self.history: list[tuple[Treatment, float]] = []
+        self._scored: list[tuple[Treatment, float]] = []  # what tell() heard, for get_best_treatment
 
     def _batch(self) -> int:
         return self.batch_size
@@ -98,14 +116,14 @@ class _BatchedOptimizer(BaseOptimizer):
             scores = objective_values
         for treatment in self._pending:
             if treatment.name in scores:
-                self.history.append((treatment, float(scores[treatment.name])))
+                self._scored.append((treatment, float(scores[treatment.name])))
         self._pending = []
 
     def get_best_treatment(self) -> Treatment:
-        if not self.history:
+        if not self._scored:
             raise OptimizerError("no trial has been scored yet; run optimize() first")
-        best, best_score = self.history[0]
-        for treatment, score in self.history[1:]:
+        best, best_score = self._scored[0]
+        for treatment, score in self._scored[1:]:
             if self.objective.better(score, best_score):
                 best, best_score = treatment, score
         return best

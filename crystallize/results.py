@@ -245,20 +245,52 @@ class Result:
                 values.extend(series)
         return conditions, replicates, names, values
 
-    def to_arrow(self) -> Any:
-        """Metrics in long form: one row per (condition, replicate, metric, value)."""
+    def to_arrow(self, *, params: bool = True) -> Any:
+        """Metrics in long form: one row per (condition, replicate, metric, value), then one
+        ``param.<key>`` column per treatment key (null for the baseline and for a treatment
+        without that key; see :func:`param_columns`). ``params=False``: the four columns alone."""
         import pyarrow as pa
 
         from .store import arrow_columns as cols  # not pyarrow.array: it imports pandas (0.6 s) on first use
 
         conditions, replicates, names, values = self._long_rows()
-        return pa.Table.from_arrays(
-            [cols.strings(conditions), cols.int64s(replicates), cols.strings(names), _value_array(values)],
-            names=["condition", "replicate", "metric", "value"],
-        )
+        arrays = [cols.strings(conditions), cols.int64s(replicates), cols.strings(names), _value_array(values)]
+        columns = ["condition", "replicate", "metric", "value"]
+        if params:
+            for name, column in param_columns(self.provenance, conditions):
+                columns.append(name)
+                arrays.append(column)
+        return pa.Table.from_arrays(arrays, names=columns)
 
     def to_pandas(self) -> Any:
-        return self.to_arrow().to_pandas()
+        """``to_arrow()`` as a pandas DataFrame; integer and bool ``param.*`` columns keep their type
+        beside the baseline's nulls (pandas' nullable ``Int64`` and ``boolean``, not float and object)."""
+        import pandas as pd
+        import pyarrow as pa
+
+        table = self.to_arrow()
+        frame = table.to_pandas()
+        nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+        for name in table.column_names[4:]:
+            if table.schema.field(name).type in nullable:
+                frame[name] = table.column(name).to_pandas(types_mapper=nullable.get)
+        return frame
+
+    def trials_dataframe(self) -> Any:
+        """An ``optimize()`` run's trials, one row per candidate, as a pandas DataFrame: ``trial, candidate,
+        param.<key>..., objective, replicates, seconds, status`` (empty for a ``run()``)."""
+        import pandas as pd
+
+        rows = (self.provenance.get("optimization") or {}).get("trials") or []
+        keys = list(dict.fromkeys(k for row in rows for k in (row.get("params") or {})))
+        records = []
+        for row in rows:
+            record: dict[str, Any] = {"trial": row.get("trial"), "candidate": row.get("candidate")}
+            record.update({f"param.{k}": (row.get("params") or {}).get(k) for k in keys})
+            record.update({k: row.get(k) for k in ("objective", "replicates", "seconds", "status")})
+            records.append(record)
+        columns = ["trial", "candidate", *(f"param.{k}" for k in keys), "objective", "replicates", "seconds", "status"]
+        return pd.DataFrame.from_records(records, columns=columns)
 
     def __repr__(self) -> str:
         counts = {c: len(next(iter(tm.metrics.values()), [])) for c, tm in self.metrics.conditions()}
@@ -305,6 +337,50 @@ def _as_exception(record: ErrorRecord, experiment: str | None = None) -> BaseExc
 def _as_path(location: str) -> Any:
     """A local path as ``Path`` (what callers of earlier releases open); a URI stays text."""
     return location if "://" in location else Path(location)
+
+
+def param_columns(provenance: Mapping[str, Any], conditions: list[str]) -> list[tuple[str, Any]]:
+    """``("param.<key>", Arrow array)`` per treatment key, one value per row of ``conditions``.
+
+    A key whose values are all bools is a bool column, all ints an int64 column, all numbers
+    (ints and floats) a float64 column, all strings a string column; otherwise (lists, mixed
+    types, values JSON cannot hold) each value is its JSON text.
+    """
+    from .provenance import treatment_params
+    from .store import arrow_columns as cols
+
+    params = treatment_params(provenance)
+    keys = list(dict.fromkeys(k for values in params.values() for k in values))
+    if not keys:
+        return []
+    names = list(params)
+    position = {name: i for i, name in enumerate(names)}
+    rows = cols.int64s([position.get(c) for c in conditions])  # null: the baseline, or not a mapping treatment
+    out = []
+    for key in keys:
+        small = _param_array([params[name].get(key) for name in names])
+        out.append((f"param.{key}", small.take(rows)))
+    return out
+
+
+def _param_array(values: list[Any]) -> Any:
+    """One condition's value per entry (None: it lacks the key), typed when the values share a type."""
+    import pyarrow as pa
+
+    from .provenance import is_number
+    from .store import arrow_columns as cols
+
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pa.array(values, pa.bool_())
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        if all(-(2**63) <= v < 2**63 for v in present):
+            return cols.int64s(values)
+    elif present and all(is_number(v) for v in present):
+        return cols.float64s([None if v is None else float(v) for v in values])
+    elif present and all(isinstance(v, str) for v in present):
+        return cols.strings(values)
+    return cols.strings([None if v is None else _json_text(v) for v in values])
 
 
 def _value_array(values: list[Any]) -> Any:

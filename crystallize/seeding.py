@@ -15,14 +15,43 @@ def fresh_root_seed() -> int:
     return int(cast(int, entropy) % (2**63))
 
 
+MAIN_STREAM = "main"
+SEARCH_STREAM = "search"
+
+# Each stream is its own branch of the root seed's SeedSequence tree. The main stream is the
+# root's own children (what every release so far has used, so ``run()``'s seeds never change);
+# the search stream hangs under a fixed extra key, so ``optimize()`` never tests a winner on
+# the seeds ``run()`` will confirm it with.
+_STREAM_PREFIXES: dict[str, tuple[int, ...]] = {MAIN_STREAM: (), SEARCH_STREAM: (0x5EA4C4,)}
+SEED_STREAMS = tuple(_STREAM_PREFIXES)
+
+
+def seed_stream(mode: str) -> str:
+    """The stream a run of ``mode`` draws its replicate seeds from: ``optimize`` searches on its
+    own seeds, so the ``run()`` that confirms a winner sees replicates the search never saw."""
+    return SEARCH_STREAM if mode == "optimize" else MAIN_STREAM
+
+
 @lru_cache(maxsize=1024)
-def replicate_seed(root_seed: int, replicate: int) -> int:
+def replicate_seed(root_seed: int, replicate: int, stream: str = MAIN_STREAM) -> int:
     """The seed every condition of ``replicate`` uses (common random numbers).
 
-    Memoised: the conditions of a replicate run one after another, and deriving a seed
-    costs more than the rest of a no-op replicate's bookkeeping.
+    A pure function of (root seed, stream, replicate index): what ran before in the process,
+    the executor and the machine never enter. Memoised: the conditions of a replicate run one
+    after another, and deriving a seed costs more than the rest of a no-op replicate's bookkeeping.
     """
-    sequence = np.random.SeedSequence(entropy=root_seed, spawn_key=(replicate,))
+    spawn_key = _STREAM_PREFIXES[stream] + (replicate,)
+    sequence = np.random.SeedSequence(entropy=root_seed, spawn_key=spawn_key)
+    return int(sequence.generate_state(1, dtype=np.uint32)[0])
+
+
+@lru_cache(maxsize=64)
+def stream_root_seed(root_seed: int, stream: str) -> int:
+    """The one seed of every replicate when ``auto_seed`` is off: the root itself on the main
+    stream, a seed derived from it on the others (so a search still never shares its seeds)."""
+    if stream == MAIN_STREAM:
+        return root_seed
+    sequence = np.random.SeedSequence(entropy=root_seed, spawn_key=_STREAM_PREFIXES[stream])
     return int(sequence.generate_state(1, dtype=np.uint32)[0])
 
 

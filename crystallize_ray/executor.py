@@ -208,7 +208,12 @@ class RayExecutor(Executor):
 
         info: dict[str, Any] = {"executor": self.name, "connected_as": self.connected_as}
         if ray.is_initialized():
-            info.update(parallelism=self.parallelism(), nodes=self.node_count())
+            cpus = ray.cluster_resources().get("CPU")
+            info.update(
+                parallelism=self.parallelism(),
+                nodes=self.node_count(),
+                cpus=int(cpus) if cpus is not None and float(cpus).is_integer() else cpus,
+            )
         info["startup_seconds"] = round(self.startup_seconds, 3)
         info["tasks"] = self.tasks_submitted
         info["in_flight_limits"] = [list(entry) for entry in self.in_flight_limits]

@@ -369,10 +369,14 @@ def test_export_parquet_and_csv_read_back_equal_to_the_run(finished_run: Path, t
     ok(cli("export", run, "--format", "parquet", "--output", "m.parquet", cwd=tmp_path))
     ok(cli("export", run, "--format", "csv", "--output", "m.csv", cwd=tmp_path))
 
+    long_form = ["condition", "replicate", "metric", "value"]
     parquet = pq.read_table(tmp_path / "m.parquet")
-    assert parquet.column_names == ["condition", "replicate", "metric", "value"]
+    assert parquet.column_names == [*long_form, "param.delta"]  # one column per treatment key
+    delta = {row["condition"]: row["param.delta"] for row in parquet.to_pylist()}
+    assert delta == {"baseline": None, "boost": 10.0, "small": 0.1}
+    parquet = parquet.select(long_form)
     assert parquet.sort_by([("condition", "ascending"), ("metric", "ascending")]).equals(stored)
-    csv = pacsv.read_csv(tmp_path / "m.csv").cast(stored.schema)
+    csv = pacsv.read_csv(tmp_path / "m.csv").select(long_form).cast(stored.schema)
     assert csv.sort_by([("condition", "ascending"), ("metric", "ascending")]).equals(stored)
 
     default = ok(cli("export", "demo", "--data", str(finished_run / "data"), "--format", "csv", cwd=tmp_path))

@@ -192,7 +192,7 @@ def test_random_search_is_reproducible():
         exp = machine()
         optimizer = RandomSearchOptimizer(space, Objective("total"), num_samples=5, batch_size=2, seed=9)
         best = exp.optimize(optimizer, num_trials=10, replicates_per_trial=2)
-        return best, [(t.name, dict(t.apply_map), score) for t, score in optimizer.history]
+        return best, [(row["candidate"], row["params"], row["objective"]) for row in optimizer.history]
 
     best_a, history_a = search()
     best_b, history_b = search()

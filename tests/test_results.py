@@ -145,7 +145,8 @@ def test_conditions_yield_baseline_first(result: Result) -> None:
 
 
 def test_to_arrow_long_form(result: Result) -> None:
-    table = result.to_arrow()
+    assert result.to_arrow().column_names[:4] == ["condition", "replicate", "metric", "value"]  # then param.*
+    table = result.to_arrow(params=False)
     assert table.column_names == ["condition", "replicate", "metric", "value"]
     assert table.schema.field("condition").type == pa.string()
     assert table.schema.field("replicate").type == pa.int64()
@@ -167,10 +168,11 @@ def test_to_arrow_long_form(result: Result) -> None:
 def test_to_pandas_matches_to_arrow(result: Result) -> None:
     df = result.to_pandas()
     assert isinstance(df, pd.DataFrame)
-    assert list(df.columns) == ["condition", "replicate", "metric", "value"]
+    assert list(df.columns)[:4] == ["condition", "replicate", "metric", "value"]
+    assert all(column.startswith("param.") for column in list(df.columns)[4:])
     assert df["replicate"].dtype == np.int64
     assert df["value"].dtype == np.float64
-    pd.testing.assert_frame_equal(df, result.to_arrow().to_pandas())
+    pd.testing.assert_frame_equal(df, result.to_arrow().to_pandas(), check_dtype=False)  # param.*: nullable
     pivot = df[df.metric == "score"].pivot(index="replicate", columns="condition", values="value")
     assert pivot["baseline"].tolist() == [0.0, 10.0, 20.0, 30.0]
     assert math.isnan(pivot.loc[2, "broken"])

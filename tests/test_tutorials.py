@@ -100,8 +100,8 @@ def check_optimize_run_apply(ns: dict) -> None:
     assert isinstance(best, crystallize.Treatment)
     assert best.name == "grid_2" and dict(best.apply_map) == {"correction": 2.0}
     # num_trials=2 rounds of batch_size=2 candidates: the whole grid, in order.
-    assert [t.name for t, _ in grid.history] == ["grid_0", "grid_1", "grid_2", "grid_3"]
-    scores = {t.name: score for t, score in grid.history}
+    assert [row["candidate"] for row in grid.history] == ["grid_0", "grid_1", "grid_2", "grid_3"]
+    scores = {row["candidate"]: row["objective"] for row in grid.history}
     assert scores["grid_2"] < 0.3 and all(score > 0.7 for name, score in scores.items() if name != "grid_2")
 
     # batch_size defaults to 1, also with two worker threads: num_trials=6 asks six candidates.

@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from .._version import __version__
+from ..cli_hints import command_line
 from ..execution import registry
 from .targets import TargetError
 
@@ -89,6 +90,12 @@ def _add_run_command(sub: Any, common: argparse.ArgumentParser) -> None:
         "global random/numpy.random under --executor thread with several workers excepted: use ctx.rng)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no live display; warnings only")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would run (experiments in order, conditions x replicates, tasks, batching, the "
+        "executor, where data and caches go) without running anything or writing to the store",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--output", "-o", metavar="PATH", help="where to write ('-': standard output; default <exp>_v<N>_metrics.<fmt>)"
     )
+    export.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log each condition as an MLflow run to this tracking store instead (sqlite:///mlflow.db, "
+        "http://127.0.0.1:5000); a file too only with --output. Needs: pip install 'crystallize-ray[mlflow]'",
+    )
+    export.add_argument(
+        "--mlflow-experiment", metavar="NAME", help="MLflow experiment to log into (default: the experiment's name)"
+    )
     return parser
 
 
@@ -152,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = _console(stderr=False), _console(stderr=True)
     commands = {"run": _cmd_run, "runs": _cmd_runs, "show": _cmd_show, "export": _cmd_export}
     try:
-        return commands[args.command](args, out, err)
+        with command_line():  # the library's advice names options (--resume), not Python arguments
+            return commands[args.command](args, out, err)
     except TargetError as exc:
         if args.debug:
             _say(err, traceback.format_exc())
@@ -189,6 +206,12 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     live = not args.quiet and err.is_interactive
     with command_logging(err, level, debug=args.debug), _quiet_backends(args.quiet):
         execution = execution_factory(args.executor, args.workers, args.address)
+        if args.dry_run:
+            from .dry_run import dry_run
+
+            for line in dry_run(args, execution):
+                _say(out, line)
+            return EXIT_OK
         if args.no_cache:
             os.environ[NO_CACHE_ENV] = "1"
         target = load_target(args.target)
@@ -324,7 +347,17 @@ def _cmd_show(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _cmd_export(args: argparse.Namespace, out: Console, err: Console) -> int:
     from .export import default_output, export_run
 
-    result, _ = _load(args)
+    result, location = _load(args)
+    if args.mlflow_experiment and not args.mlflow:
+        raise TargetError("--mlflow-experiment goes with --mlflow URI")
+    if args.mlflow:
+        from .mlflow_export import export_to_mlflow, summary_lines
+
+        logged = export_to_mlflow(result, args.mlflow, experiment_name=args.mlflow_experiment, location=location)
+        for line in summary_lines(logged):
+            _say(err, line)
+        if not args.output:
+            return EXIT_OK
     output = args.output or default_output(result, args.format)
     where, rows = export_run(result, args.format, output)
     _say(err, f"wrote {rows} row(s) of metrics to {where}")

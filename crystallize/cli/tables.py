@@ -13,11 +13,13 @@ from rich.table import Table
 from rich.text import Text
 
 from ..constants import BASELINE_CONDITION
-from ..results import HypothesisResult, Result
+from ..results import Result
 from ..store import layout
 from ..store.filesystem import Store
 from ..store.repository import RunRecords, RunRepository
+from .stats_table import hypotheses_view
 from .targets import TargetError, display_path
+from .trials_table import param_text, trials_table
 
 MAX_METRIC_COLUMNS = 6
 
@@ -171,40 +173,10 @@ def run_summary(name: str, result: Result, location: str) -> Group:
     if len(metrics) > len(shown):
         parts.append(Text(f"  {len(metrics) - len(shown)} more metric(s): crystallize show {display_path(location)}"))
     if result.metrics.hypotheses:
-        parts.append(hypothesis_table(result.metrics.hypotheses))
+        parts.append(hypotheses_view(result.metrics.hypotheses))
     parts.extend(Text(f"warning: {warning}", style="yellow") for warning in result.warnings)
     parts.append(Text(f"stored in {display_path(location)}"))
     return Group(*parts)
-
-
-def hypothesis_table(hypotheses: Sequence[HypothesisResult]) -> Table:
-    table = Table(title="hypotheses", title_justify="left", title_style="bold")
-    table.add_column("hypothesis")
-    table.add_column("treatment")
-    table.add_column("result", max_width=80)
-    table.add_column("dropped pairs", justify="right")
-    table.add_column("rank", justify="right")
-    for hyp in hypotheses:
-        ranked = [item[0] for item in hyp.ranking.get("ranked", [])]
-        names = list(dict.fromkeys([*hyp.results, *hyp.errors]))
-        for treatment in names:
-            if treatment in hyp.errors:
-                text = Text(f"error: {hyp.errors[treatment]}", style="red")
-            else:
-                text = Text(_describe(hyp.results[treatment]))
-            rank = str(ranked.index(treatment) + 1) if treatment in ranked else "\u2014"
-            if treatment == hyp.ranking.get("best"):
-                rank += " (best)"
-            table.add_row(hyp.name, treatment, text, str(hyp.dropped_pairs.get(treatment, 0)), rank)
-        if not names:
-            table.add_row(hyp.name, "\u2014", "no treatments compared", "", "")
-    return table
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "  ".join(f"{k}={fmt(v)}" for k, v in value.items())
-    return fmt(value)
 
 
 # ---------------------------------------------------------------- show
@@ -225,9 +197,16 @@ def show_run(
     """
     finished = result.provenance.get("finished", True)
     _print_run_header(console, result, location, finished=finished)
+    optimization = result.provenance.get("optimization")
+    if isinstance(optimization, Mapping):
+        console.print(trials_table(optimization))  # the candidates with their parameters
+    else:
+        params = parameters_table(result)
+        if params is not None:
+            console.print(params)
     console.print(metrics_table(result))
     if result.metrics.hypotheses:
-        console.print(hypothesis_table(result.metrics.hypotheses))
+        console.print(hypotheses_view(result.metrics.hypotheses))
     elif not finished:
         console.print("no hypothesis results: the run did not finish (crystallize run TARGET --resume finishes it)")
     for warning in result.warnings:
@@ -271,6 +250,65 @@ def _print_run_header(console: Console, result: Result, location: str, *, finish
     if provenance.get("wall_seconds") is not None:
         facts.append(f"{provenance['wall_seconds']:.2f} s")
     console.print(", ".join(facts))
+    for line in provenance_lines(provenance):
+        console.print(line, markup=False, highlight=False)
+
+
+def provenance_lines(provenance: Mapping[str, Any]) -> list[str]:
+    """Where the run came from: code (git commit, dirty), cluster, seed stream, versions, host."""
+    lines = []
+    git = provenance.get("git")
+    if isinstance(git, Mapping):
+        if git.get("commit"):
+            state = git.get("dirty")
+            dirty = " (dirty: uncommitted changes)" if state is True else " (clean)" if state is False else ""
+            lines.append(f"code: git {str(git['commit'])[:12]}{dirty} in {git.get('root')}")
+        elif git.get("root"):
+            lines.append(f"code: git repository {git['root']} without commits")
+        else:
+            lines.append("code: not in a git repository")
+    where = []
+    executor = provenance.get("executor")
+    if isinstance(executor, Mapping) and (executor.get("nodes") is not None or executor.get("cpus") is not None):
+        size = [f"{executor['nodes']} node(s)"] if executor.get("nodes") is not None else []
+        size += [f"{fmt(executor['cpus'])} CPU(s)"] if executor.get("cpus") is not None else []
+        where.append(" and ".join(size))
+    host = provenance.get("host")
+    if isinstance(host, Mapping):
+        where.append(f"host {host.get('hostname', '?')} ({host.get('platform', '?')})")
+    if provenance.get("seed_stream"):
+        where.append(f"seed stream {provenance['seed_stream']}")
+    if where:
+        lines.append("ran on: " + ", ".join(where))
+    versions = provenance.get("versions")
+    if isinstance(versions, Mapping):
+        shown = [f"{name} {version}" for name, version in versions.items() if version is not None]
+        lines.append("versions: " + ", ".join(shown))
+    return lines
+
+
+def parameters_table(result: Result) -> Table | None:
+    """Each treatment's parameters (one column per key), or None when no treatment sets a key."""
+    from ..provenance import treatment_functions, treatment_params
+
+    params = treatment_params(result.provenance)
+    keys = list(dict.fromkeys(k for values in params.values() for k in values))
+    callables = treatment_functions(result.provenance)
+    if not keys and not callables:
+        return None
+    table = Table(title="treatments", title_justify="left", title_style="bold")
+    table.add_column("condition")
+    for key in keys:
+        table.add_column(key, justify="right")
+    if callables:
+        table.add_column("function")
+    for name in [n for n in condition_names(result) if n in params or n in callables]:
+        values = params.get(name, {})
+        cells = [param_text(values[k]) if k in values else "\u2014" for k in keys]
+        if callables:
+            cells.append(callables.get(name, ""))
+        table.add_row(name, *cells)
+    return table
 
 
 _METRIC_COLUMNS = (

@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from .. import provenance as run_provenance
 from .._version import __version__
+from ..cli_hints import hint
 from ..constants import FRAMEWORK_KEYS
 from ..context import FrozenContext, _read_only
 from ..errors import PipelineExecutionError, ValidationError, step_failure
@@ -55,13 +57,15 @@ class RunSession:
         self.warnings: list[str] = []
         self.received = 0  # outcomes that came back; a session that got none leaves no version behind
         self.holder: str | None = None  # this session's holder id, for block claims (set by the experiment)
+        # git state, versions, host: taken as the run starts (the code that runs is the code at start)
+        self.environment = run_provenance.EnvironmentCapture([*experiment.pipeline.steps, experiment.datasource])
         if executor.shares_global_rng():
             self.warn(
                 f"Experiment '{spec.name}': the thread executor runs {executor.parallelism()} replicates at once "
                 "in one process, sharing the global random/numpy.random generators, so steps that draw from "
                 "them give different numbers from run to run. Draw from ctx.rng (a NumPy Generator seeded "
                 "per replicate, reproducible under every executor), or use "
-                "ParallelExecution(executor_type='process') or RayExecution."
+                + hint("ParallelExecution(executor_type='process') or RayExecution.", "--executor process or ray.")
             )
 
     def warn(self, message: str) -> None:
@@ -136,28 +140,22 @@ class RunSession:
             "version": spec.version,
             "root_seed": spec.seeding.root_seed,
             "auto_seed": spec.seeding.auto_seed,
+            "seed_stream": spec.seeding.stream,
             "replicates": spec.replicates,
             "conditions": list(conditions),
-            "treatments": {name: _describe_treatment(t) for name, t in treatments.items()},
+            "treatments": {name: run_provenance.describe_treatment(t) for name, t in treatments.items()},
             "pipeline_signature": spec.pipeline.signature(),
             "pipeline_fingerprint": spec.pipeline.fingerprint,
             "datasource": getattr(spec.datasource, "name", type(spec.datasource).__name__),
             "executor": self.executor.describe(),
             "crystallize_version": __version__,
             "python": platform.python_version(),
+            **self.environment.result(),
             "started_at": self.started_wall.isoformat(),
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "wall_seconds": time.perf_counter() - self.started,
             "warnings": list(self.warnings),
         }
-
-
-def _describe_treatment(treatment: Treatment | None) -> Any:
-    if treatment is None:
-        return None
-    if treatment.is_mapping:
-        return {k: repr(v) for k, v in treatment.apply_map.items()}
-    return getattr(treatment._apply, "__qualname__", "callable")
 
 
 @contextlib.contextmanager

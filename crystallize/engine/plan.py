@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..constants import BASELINE_CONDITION
 from ..errors import CorruptRecordError, ValidationError
-from ..seeding import replicate_seed
+from ..seeding import MAIN_STREAM, replicate_seed, stream_root_seed
 from .identity import Identities
 
 if TYPE_CHECKING:
@@ -41,9 +41,12 @@ class SeedConfig:
     root_seed: int
     auto_seed: bool = True
     seed_fn: Callable[[int], None] | None = None
+    stream: str = MAIN_STREAM  # ``optimize()`` draws from the search stream, ``run()``/``apply()`` from the main
 
     def seed_for(self, replicate: int) -> int:
-        return replicate_seed(self.root_seed, replicate) if self.auto_seed else self.root_seed
+        if self.auto_seed:
+            return replicate_seed(self.root_seed, replicate, self.stream)
+        return stream_root_seed(self.root_seed, self.stream)
 
 
 @dataclass(frozen=True)

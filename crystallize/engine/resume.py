@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..hashing import stable_hash
+from ..provenance import describe_treatment
 from .identity import Identities, compute_identities
 from .plan import RunSpec
 
@@ -60,9 +61,12 @@ def build_plan(spec: RunSpec, conditions: Mapping[str, Treatment | None]) -> dic
         "replicates": spec.replicates,
         "root_seed": spec.seeding.root_seed,
         "auto_seed": spec.seeding.auto_seed,
+        "seed_stream": spec.seeding.stream,  # not compared on resume: only run() resumes, always "main"
         **describe_work(spec.pipeline, spec.datasource, conditions, spec.identities),
         "initial_ctx": _safe_hash(dict(spec.initial_ctx)),
         "crystallize_version": __version__,
+        # typed values, for showing an interrupted run (resume compares the fingerprints above, not these)
+        "treatment_values": {name: describe_treatment(t) for name, t in conditions.items()},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -67,8 +68,9 @@ class Executor(ABC):
         """Release workers and cancel pending work."""
 
     def describe(self) -> dict[str, Any]:
-        """Recorded in provenance."""
-        return {"executor": self.name, "parallelism": self.parallelism()}
+        """Recorded in provenance: the executor, how many replicates at once, and the cluster it ran on
+        (``nodes``, ``cpus``; an executor on this machine alone: one node and the machine's CPUs)."""
+        return {"executor": self.name, "parallelism": self.parallelism(), "nodes": 1, "cpus": os.cpu_count()}
 
     def __enter__(self) -> Executor:
         return self

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ..cli_hints import hint
 from ..engine.batching import AdaptiveBatcher
 from ..engine.plan import Conditions, ErrorRecord, ReplicateOutcome, ReplicateTask, RunSpec
 from ..engine.replicate import (
@@ -207,9 +208,10 @@ _MAX_CRASHED_REPLICATES = 10  # beyond this many, the run stops rather than rest
 
 def _worker_died(task: ReplicateTask) -> ReplicateOutcome:
     """The error record of a replicate whose worker process died under it, alone, twice."""
+    serial = hint("SerialExecution", "--executor serial")
     message = (
         "its worker process died while running it, twice (out of memory, a crash in native code, or "
-        "os._exit); run it with SerialExecution to see the error in-process"
+        f"os._exit); run it with {serial} to see the error in-process"
     )
     return ReplicateOutcome(
         condition=task.condition,
@@ -293,8 +295,8 @@ class ProcessExecutor(Executor):
                     if crashed > _MAX_CRASHED_REPLICATES or restarts > 4 * _MAX_CRASHED_REPLICATES:
                         raise ExecutionError(
                             f"Worker processes keep dying ({restarts} times; out of memory, a crash in native "
-                            "code, or os._exit); the finished replicates were kept. Try SerialExecution to "
-                            "see the error in-process."
+                            "code, or os._exit); the finished replicates were kept. Try "
+                            f"{hint('SerialExecution', '--executor serial')} to see the error in-process."
                         ) from exc
                     self._replace_broken_pool()
                     if task is not None:

@@ -219,7 +219,7 @@ class RunRecorder:
 
         self.flush()
         sink = pa.BufferOutputStream()
-        pq.write_table(result.to_arrow(), sink)
+        pq.write_table(result.to_arrow(params=False), sink)  # the record: long form alone
         metrics = sink.getvalue().to_pybytes()
         self.store.write_bytes(layout.run_file(self.experiment, self.version, layout.METRICS), metrics)
         record = {

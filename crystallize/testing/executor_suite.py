@@ -178,8 +178,9 @@ def executions(label: str) -> list[tuple[str, int]]:
     return sorted((row[1], int(row[2])) for row in rows if row[0] == label)
 
 
-def history(optimizer: GridSearchOptimizer | RandomSearchOptimizer) -> list[tuple[str, dict[str, Any], float]]:
-    return [(t.name, dict(t.apply_map), score) for t, score in optimizer.history]
+def history(optimizer: GridSearchOptimizer | RandomSearchOptimizer) -> list[tuple[str, dict[str, Any], Any]]:
+    """Candidate, parameters and objective of each trial row (not its wall time, which no executor repeats)."""
+    return [(row["candidate"], row["params"], row["objective"]) for row in optimizer.history]
 
 
 def warning_texts(records: list[logging.LogRecord], needle: str) -> list[str]:
