@@ -209,6 +209,33 @@ def test_constant_metric_and_missing_baseline_do_not_break_the_figure() -> None:
     assert condition_text(axes, 2) == "n=5\n1\u00b10\np_adj=\u2014\ng=\u2014"
 
 
+def test_the_footer_fits_a_one_panel_figure() -> None:
+    """The legend line under a narrow (one-metric) figure wraps instead of running off both edges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = build_figure(_one_metric_run())
+    footer = figure._supxlabel
+    assert "\n" in footer.get_text() and "Hedges' g" in footer.get_text()
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    assert footer.get_window_extent(renderer).width <= figure.get_size_inches()[0] * figure.dpi
+
+
+def _one_metric_run() -> Any:
+    @pipeline_step()
+    def one(data: float, ctx: Any, *, delta: float = 0.0) -> tuple[float, dict[str, float]]:
+        return data, {"accuracy": data + delta}
+
+    return (
+        Experiment.builder("narrow")
+        .datasource(noise())
+        .add_step(one())
+        .plugins([SeedPlugin(seed=13)])
+        .treatments(THREE[:1])
+        .replicates(5)
+        .build()
+    ).run()
+
+
 @pipeline_step()
 def fragile(data: float, ctx: Any, *, delta: float = 0.0) -> tuple[float, dict[str, float]]:
     if delta > 50:

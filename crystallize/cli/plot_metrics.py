@@ -38,7 +38,7 @@ def draw_metric_panels(figure: Any, result: Result, conditions: list[str], colum
         effects.update(c.effect for c in stats.comparisons.values())
         axes = figure.add_subplot(nrows, ncols, index + 1)
         draw_metric_panel(axes, stats, conditions, per_condition, rng)
-    figure.supxlabel(_legend_line(effects), fontsize=NOTE_FONT, color="0.3")
+    figure.supxlabel(_legend_line(effects, width * ncols), fontsize=NOTE_FONT, color="0.3")
 
 
 def draw_metric_panel(
@@ -170,8 +170,8 @@ def _colors(conditions: list[str]) -> list[str]:
     return out
 
 
-def _legend_line(effects: set[str]) -> str:
-    """What the marks mean, once for the whole figure."""
+def _legend_line(effects: set[str], width_inches: float) -> str:
+    """What the marks mean, once for the whole figure, in lines as wide as the figure."""
     parts = [
         "\u25c6 mean with 95% t-interval (written: mean\u00b1half-width)",
         "violin: distribution",
@@ -184,4 +184,18 @@ def _legend_line(effects: set[str]) -> str:
         "mean_difference": "\u0394mean = treatment \u2212 baseline",
     }
     parts += [names[e] for e in sorted(effects) if e in names]
-    return "  \u00b7  ".join(parts)
+    return _wrap_parts(parts, max_chars=int(width_inches * CHARS_PER_INCH))
+
+
+CHARS_PER_INCH = 13  # of the footer's small font: a line longer than the figure would be cut off
+
+
+def _wrap_parts(parts: list[str], max_chars: int) -> str:
+    """``parts`` joined by dots, broken into lines between parts so that no line is wider than the figure."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 5 + len(part) <= max_chars:
+            lines[-1] += "  \u00b7  " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
