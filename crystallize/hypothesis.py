@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -82,8 +83,16 @@ class Hypothesis:
     def rank_treatments(self, verifier_results: Mapping[str, Any]) -> dict[str, Any]:
         """``{"best": name, "ranked": [(name, score), ...]}``, lowest score first."""
         scores = {name: self.ranker(result) for name, result in verifier_results.items()}
-        ranked = sorted(scores.items(), key=lambda item: item[1])
+        ranked = sorted(scores.items(), key=_nan_last)
         return {"best": ranked[0][0] if ranked else None, "ranked": ranked}
 
     def __repr__(self) -> str:
         return f"Hypothesis({self.name!r}, metrics={self.metrics_spec!r})"
+
+
+def _nan_last(item: tuple[str, Any]) -> tuple[bool, Any]:
+    """Sort key of a (treatment, score) pair: a NaN score (a test that could not be computed) ranks
+    after every number; Python's sort is undefined on NaN keys, so it could otherwise rank first."""
+    score = item[1]
+    missing = isinstance(score, float) and math.isnan(score)
+    return missing, 0.0 if missing else score

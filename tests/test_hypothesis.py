@@ -168,3 +168,14 @@ def test_end_to_end_verify_then_rank() -> None:
         for name, accs in {"small": [0.6, 0.6], "big": [0.9, 0.9]}.items()
     }
     assert hyp.rank_treatments(results)["best"] == "big"
+
+
+def test_a_nan_score_ranks_after_every_number() -> None:
+    """A test that could not be computed (p NaN) never ranks first, wherever it sits in the results."""
+    hyp = Hypothesis(verifier=Spy(), metrics="acc")
+    nan = float("nan")
+    for order in (["a", "b", "c"], ["b", "a", "c"], ["c", "b", "a"]):
+        results = {name: {"p_value": {"a": nan, "b": 0.04, "c": 0.5}[name]} for name in order}
+        ranking = hyp.rank_treatments(results)
+        assert ranking["best"] == "b"
+        assert [name for name, _ in ranking["ranked"]] == ["b", "c", "a"]

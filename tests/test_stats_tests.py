@@ -172,11 +172,33 @@ def test_degenerate_input_is_a_note_not_a_warning(test, base, treat, why) -> Non
     json.loads(json.dumps(out))  # NaN is allowed (Python's json writes it)
 
 
-def test_constant_sides_that_differ_are_undefined_for_the_t_tests() -> None:
-    for test in (welch_t, paired_t, bootstrap_ci):
-        out = test([1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
-        assert out["note"].startswith("constant data") and math.isnan(out["p_value"])
-        assert out["difference"] == 1.0  # the difference itself is still known
+def test_a_difference_without_spread_is_certain_not_undefined() -> None:
+    """Constant sides that differ, or paired differences that are all one value (what common random
+    numbers make of a treatment that shifts a metric), are scipy's limit: t infinite, p 0, CI a point."""
+    noise = np.random.default_rng(3).normal(size=12)
+    cases = [
+        (welch_t, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0], {}),
+        (paired_t, list(noise), list(noise + 0.25), {}),  # 0.25 up to rounding, as (noise + delta) - noise is
+        (bootstrap_ci, list(noise), list(noise + 0.25), {"paired": True, "n_resamples": 200}),
+        (bootstrap_ci, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0], {"n_resamples": 200}),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        results = [test(b, t, **kw) for test, b, t, kw in cases]
+    for out in results:
+        assert out["note"].startswith("deterministic difference"), out
+        assert out["significant"] is True
+        assert out["ci_low"] == pytest.approx(out["difference"]) == pytest.approx(out["ci_high"])
+    assert results[0]["difference"] == 1.0 and results[1]["difference"] == pytest.approx(0.25)
+    assert results[0]["p_value"] == results[1]["p_value"] == 0.0
+    assert results[0]["statistic"] == results[1]["statistic"] == math.inf
+    assert math.isnan(results[2]["p_value"])  # bootstrap_ci is an interval, not a test
+    # scipy on exactly constant differences says the same (with a precision warning we keep from users).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact = stats.ttest_rel([3.0, 4.0, 6.0], [1.0, 2.0, 4.0])
+    assert exact.statistic == math.inf and exact.pvalue == 0.0
+    assert paired_t([1.0, 2.0, 4.0], [3.0, 4.0, 6.0])["p_value"] == 0.0
 
 
 def test_all_zero_paired_differences_are_a_note() -> None:

@@ -149,10 +149,14 @@ def test_a_degenerate_comparison_is_stored_with_its_note() -> None:
         warnings.simplefilter("error")
         experiment.run()
     stored = load_run("data/flat/v0").get_hypothesis("welch")
-    for name in ("up", "same"):
-        r = stored.results[name]
-        assert r["note"].startswith("constant data") and math.isnan(r["p_value"])
-        assert math.isnan(r["p_value_adjusted"]) and r["significant_adjusted"] is False
+    same = stored.results["same"]  # no difference and no spread: nothing to test
+    assert same["note"].startswith("constant data") and math.isnan(same["p_value"])
+    assert math.isnan(same["p_value_adjusted"]) and same["significant_adjusted"] is False
+    up = stored.results["up"]  # a difference without spread: certain for these replicates, said so
+    assert up["note"].startswith("deterministic difference") and up["p_value"] == 0.0
+    assert up["significant"] is True and up["significant_adjusted"] is True
+    assert (up["ci_low"], up["difference"], up["ci_high"]) == (1.0, 1.0, 1.0)
+    assert stored.ranking["best"] == "up"
 
 
 def test_misuse_is_reported_per_treatment_naming_the_metric() -> None:

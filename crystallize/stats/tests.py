@@ -32,7 +32,12 @@ def welch_t(
 ) -> dict:
     """Welch's t-test (unequal variances): the default for two independent samples of roughly normal means."""
     b, t = _samples(baseline, treatment, alpha, confidence)
-    note = _independent_note(b, t, "welch_t") or _constant_both(b, t)
+    note = _independent_note(b, t, "welch_t")
+    if note is None and _flat(b, b) and _flat(t, t):
+        shift = _deterministic("welch_t", b, t, alpha, confidence, _mean_diff(b, t), hedges_g(b, t))
+        if shift is not None:
+            return shift
+        note = _constant_both(b, t)
     if note:
         return _degenerate("welch_t", "hedges_g", b, t, alpha, confidence, note, _mean_diff(b, t))
     res = _quiet(lambda: _scipy().ttest_ind(t, b, equal_var=False))
@@ -53,10 +58,10 @@ def paired_t(
     note = _paired_note(b, t, "paired_t")
     d = t - b
     if note is None and _flat(d, b, t):
-        note = (
-            f"constant data: every paired difference equals {float(d[0]):g} (up to rounding), "
-            "so the t statistic is undefined"
-        )
+        shift = _deterministic("paired_t", b, t, alpha, confidence, _mean(d), hedges_g_paired(b, t))
+        if shift is not None:
+            return shift
+        note = "constant data: every paired difference is 0, so there is nothing to test"
     if note:
         return _degenerate("paired_t", "hedges_g", b, t, alpha, confidence, note, _mean(d), paired=True)
     res = _quiet(lambda: _scipy().ttest_rel(t, b))
@@ -188,11 +193,17 @@ def bootstrap_ci(
     b, t = _samples(baseline, treatment, alpha, confidence)
     if paired:
         note = _paired_note(b, t, "bootstrap_ci")
-        if note is None and _flat(t - b, b, t):
-            note = "constant data: every paired difference is the same, so resampling shows no spread"
+        flat = note is None and _flat(t - b, b, t)
     else:
-        note = _independent_note(b, t, "bootstrap_ci") or _constant_both(b, t)
+        note = _independent_note(b, t, "bootstrap_ci")
+        flat = note is None and _flat(b, b) and _flat(t, t)
     diff = _mean(t - b) if paired and note is None else _mean_diff(b, t)
+    if flat:  # every resample gives the same difference: the interval is that one point
+        shift = _deterministic("bootstrap_ci", b, t, alpha, confidence, diff, diff, effect="mean_difference")
+        if shift is not None:
+            shift["p_value"] = shift["statistic"] = math.nan  # an interval, not a test
+            return shift
+        note = "constant data: the difference is 0 in every resample, so the interval has no width"
     if note:
         return _degenerate("bootstrap_ci", "mean_difference", b, t, alpha, confidence, note, diff, paired=paired)
     low, high = _mean_ci(b, t, confidence, n_resamples, seed, paired)
@@ -271,6 +282,36 @@ def _flat(x: np.ndarray, *scale: np.ndarray) -> bool:
     """
     magnitude = max(float(np.max(np.abs(s))) for s in scale)
     return bool(np.ptp(x) <= 16 * np.finfo(float).eps * magnitude)
+
+
+def _deterministic(
+    test: str,
+    b: np.ndarray,
+    t: np.ndarray,
+    alpha: float,
+    confidence: float,
+    difference: float,
+    effect_size: float,
+    *,
+    effect: str = "hedges_g",
+) -> dict | None:
+    """The result for a difference without spread (None when it is 0): every paired difference, or
+    each whole side, is one value, as common random numbers make of a treatment that shifts a metric.
+
+    scipy gives such exact data t = inf and p = 0 (with a precision warning, and rounding noise
+    turns it into a meaningless p like 1e-170): the shift is certain for these replicates, so the
+    result is that limit, stated as such in ``note``, not a "not significant" NaN.
+    """
+    if not math.isfinite(difference) or difference == 0:
+        return None
+    extra = {"hedges_g": effect_size, "mean_difference": difference} if effect == "hedges_g" else {}
+    result = _result(
+        test, 0.0, math.copysign(math.inf, difference), alpha, confidence, len(b), len(t), effect, effect_size,
+        difference, (difference, difference), **extra,
+    )  # fmt: skip
+    result["significant"] = True
+    result["note"] = f"deterministic difference: exactly {difference:g}, no spread to test against (t = inf, p = 0)"
+    return result
 
 
 def _constant_pooled(b: np.ndarray, t: np.ndarray) -> str | None:
