@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", parents=[common, data], help="summarize a stored run")
     show.add_argument("run", metavar="RUN", help="a run folder (data/basic/v0) or an experiment name (its latest run)")
-    show.add_argument("--plot", metavar="FILE.png", help="also draw the metric distributions per condition")
+    show.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw each metric per condition (distribution, mean and 95%% CI, n, adjusted p, effect size; "
+        "an optimize run: the objective against each parameter)",
+    )
     show.add_argument("--errors", action="store_true", help="list every failed replicate with its traceback")
 
     export = sub.add_parser("export", parents=[common, data], help="write a run's metrics (long form)")
