@@ -156,3 +156,36 @@ def test_search_seeds_are_the_same_on_every_executor(kind: str, request: pytest.
     expected = {name: tm.metrics["score"] for name, tm in reference.last_optimization.metrics.treatments.items()}
     assert scores == expected
     assert dict(best.apply_map) == dict(reference_best.apply_map)
+
+
+@pipeline_step(cacheable=True)
+def cached_noise(data, ctx):
+    ctx.metrics.add("cached", float(ctx.rng.normal() + np.random.normal()))
+    return data
+
+
+def test_the_step_cache_never_hands_the_search_values_to_the_confirming_run(monkeypatch, tmp_path: Path) -> None:
+    """A cacheable step drawing from ctx.rng and numpy.random: after optimize() filled the cache, run()
+    computes its own replicates (other seeds), equal to a run that never saw the search."""
+
+    def experiment(name: str) -> Experiment:
+        return Experiment(
+            datasource=noise(),
+            pipeline=Pipeline([cached_noise(), score()]),
+            replicates=REPLICATES,
+            plugins=[SeedPlugin(seed=7)],
+            name=name,
+        )
+
+    monkeypatch.setenv("CRYSTALLIZE_CACHE_DIR", str(tmp_path / "cache"))
+    searched = experiment("cached")
+    grid = GridSearchOptimizer({"delta": [0.0, 1.0]}, Objective("score", "minimize"))
+    searched.optimize(grid, num_trials=2, replicates_per_trial=REPLICATES)
+    steps = searched.last_optimization.provenance["steps"]
+    assert sum(by_step["cached_noise"]["cache_hits"] for by_step in steps.values()) == REPLICATES  # the cache is on
+    search_values = {v for tm in searched.last_optimization.metrics.treatments.values() for v in tm.metrics["cached"]}
+    confirmed = searched.run().metrics.baseline.metrics["cached"]
+    assert not search_values & set(confirmed)
+
+    monkeypatch.setenv("CRYSTALLIZE_NO_CACHE", "1")
+    assert experiment("uncached").run().metrics.baseline.metrics["cached"] == confirmed
