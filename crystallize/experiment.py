@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .cli_hints import hint, resume_option
 from .constants import BASELINE_CONDITION, FRAMEWORK_KEYS
 from .datasource import DataSource, resolve_inputs
+from .engine import search
 from .engine.claimed import ClaimedRun
 from .engine.driver import RunSession, setup_steps
 from .engine.fold import RunFold
@@ -22,10 +23,9 @@ from .engine.identity import compute_identities
 from .engine.plan import ReplicateOutcome, ReplicateTask, RunSpec
 from .engine.replicate import NO_DATA, PreparedSpec, drive, replicate_program
 from .engine.resume import build_plan, plan_differences
-from .errors import OptimizerError, ParameterError, ValidationError
+from .errors import ParameterError, ValidationError
 from .hashing import stable_hash
 from .hypothesis import Hypothesis
-from .optimizers import TrialHistory
 from .paths import check_segment
 from .pipeline import Pipeline
 from .plugins.artifacts import ArtifactPlugin
@@ -313,31 +313,31 @@ class Experiment:
         _check_replicates(replicates_per_trial, "replicates_per_trial")
         metric = optimizer.objective.metric
         all_conditions: dict[str, Treatment | None] = {}
-        history = _start_history(optimizer)  # filled as trials finish, so tell() may already look at it
+        history = search.start_history(optimizer)  # filled as trials finish, so tell() may already look at it
         with self._session("optimize", replicates_per_trial, {}) as session:
             fold = RunFold([])
             for trial in range(num_trials):
-                asked = _asked_treatments(optimizer, trial, self.id)
+                asked = search.asked_treatments(optimizer, trial, self.id)
                 if not asked:
                     logger.info("optimizer has no more candidates after %d trial(s)", trial)
                     break
                 self._check_treatment_keys(asked)
-                conditions = _trial_conditions(asked, trial, all_conditions)
+                conditions = search.trial_conditions(asked, trial, all_conditions)
                 fold.add_conditions(list(conditions))
                 all_conditions.update(conditions)
                 tasks = [ReplicateTask(c, r) for r in range(replicates_per_trial) for c in conditions]
-                started = _clock()
+                started = search.clock()
                 session.execute(tasks, conditions, fold, label=f"trial {trial + 1}/{num_trials}")
-                history.extend(_trial_rows(fold, conditions, metric, trial, _clock() - started))
-                means = _trial_scores(fold, conditions, metric, trial)
+                history.extend(search.trial_rows(fold, conditions, metric, trial, search.clock() - started))
+                means = search.trial_scores(fold, conditions, metric, trial)
                 optimizer.tell({metric: means[asked[0].name]} if len(asked) == 1 else means)
             _warn_unread_keys(session, fold, all_conditions)
             provenance = session.provenance(list(all_conditions), all_conditions)
-            provenance["optimization"] = _optimization_record(optimizer, history)
+            provenance["optimization"] = search.optimization_record(optimizer, history)
             result = fold.build_result([], replicates_per_trial, provenance)
             session.finish(result)
         self.last_optimization = result
-        _check_objective_recorded(self.id, fold, all_conditions, metric)
+        search.check_objective_recorded(self.id, fold, all_conditions, metric)
         return optimizer.get_best_treatment()
 
     async def aoptimize(
@@ -589,45 +589,6 @@ def _with_defaults(plugins: list[BasePlugin]) -> list[BasePlugin]:
     return [*missing, *plugins]
 
 
-def _trial_conditions(
-    asked: list[Treatment], trial: int, earlier: Mapping[str, Treatment | None]
-) -> dict[str, Treatment | None]:
-    """Condition names for one ask: the treatment's name, made unique across trials."""
-    names = [t.name for t in asked]
-    if len(set(names)) != len(names):
-        raise ValidationError(
-            f"trial {trial + 1}: ask() returned several treatments with the same name {names}; "
-            "tell() reports scores by name, so names within one ask must differ"
-        )
-    conditions: dict[str, Treatment | None] = {}
-    for treatment in asked:
-        key = treatment.name
-        if key in earlier or key in conditions or key == BASELINE_CONDITION:
-            key = f"{treatment.name}~trial{trial}"
-        layout.check_condition_name(key, "treatment name")
-        conditions[key] = treatment
-    return conditions
-
-
-def _trial_scores(
-    fold: RunFold, conditions: Mapping[str, Treatment | None], metric: str, trial: int
-) -> dict[str, float]:
-    """The mean objective per asked treatment (by its own name); NaN, with a warning, when none was recorded."""
-    means: dict[str, float] = {}
-    for key, treatment in conditions.items():
-        assert treatment is not None
-        means[treatment.name] = mean = fold.mean(key, metric)
-        if mean != mean:
-            logger.warning(
-                "trial %d: treatment '%s' recorded no '%s' (failed replicates: %d); its score is NaN",
-                trial + 1,
-                treatment.name,
-                metric,
-                fold.failures(key),
-            )
-    return means
-
-
 def _injectable(part: Any) -> tuple[str, ...]:
     signature = getattr(part, "signature", None)
     return tuple(getattr(signature, "injectable", ()))
@@ -734,45 +695,6 @@ def _framework_keys() -> str:
     return ", ".join(f"'{k}'" for k in sorted(FRAMEWORK_KEYS))
 
 
-def _asked_treatments(optimizer: BaseOptimizer, trial: int, experiment: str) -> list[Treatment]:
-    """What ``optimizer.ask()`` proposed: a list (or tuple) of Treatments; an empty one ends the search."""
-    asked = optimizer.ask()
-    kind = type(optimizer).__name__
-    if not isinstance(asked, (list, tuple)):
-        raise OptimizerError(
-            f"Experiment '{experiment}', trial {trial + 1}: {kind}.ask() returned {type(asked).__name__}, "
-            "not a list of Treatments; return a list (an empty one ends the search)."
-        )
-    for item in asked:
-        if not isinstance(item, Treatment):
-            raise OptimizerError(
-                f"Experiment '{experiment}', trial {trial + 1}: {kind}.ask() returned a list holding "
-                f"{type(item).__name__} {item!r:.60}; every item must be a Treatment (Treatment(name, {{key: value}}))."
-            )
-    return list(asked)
-
-
-def _check_objective_recorded(
-    experiment: str, fold: RunFold, conditions: Mapping[str, Treatment | None], metric: str
-) -> None:
-    """Raise when no trial scored: the best treatment would otherwise be the first one asked, silently."""
-    if not conditions:
-        return  # nothing was asked; get_best_treatment says so
-    if any(fold.mean(name, metric) == fold.mean(name, metric) for name in conditions):
-        return  # at least one trial has a score (NaN != NaN)
-    recorded = sorted({m for name in conditions for m in fold.condition_metrics(name).metrics})
-    failed = sum(fold.failures(name) for name in conditions)
-    close = difflib.get_close_matches(metric, recorded, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    where = f" ({failed} replicate(s) failed; see experiment.last_optimization.replicate_errors)" if failed else ""
-    shown = ", ".join(f"'{m}'" for m in recorded) if recorded else "none"
-    raise OptimizerError(
-        f"Experiment '{experiment}': optimize() ran {len(conditions)} candidate(s) but none recorded a numeric "
-        f"value of the objective metric '{metric}'{where}; the metrics recorded were: {shown}.{hint} "
-        f"Record it with ctx.metrics.add('{metric}', value), or set Objective(metric=...) to a recorded metric."
-    )
-
-
 def _check_hypotheses(hypotheses: Iterable[Any]) -> None:
     seen: set[str] = set()
     for hyp in hypotheses:
@@ -783,69 +705,3 @@ def _check_hypotheses(hypotheses: Iterable[Any]) -> None:
         if hyp.name in seen:
             raise ValidationError(f"two hypotheses are named '{hyp.name}'; names must be unique")
         seen.add(hyp.name)
-
-
-# ------------------------------------------------------------------ optimize: the trials table
-
-
-def _clock() -> float:
-    import time
-
-    return time.perf_counter()
-
-
-def _start_history(optimizer: BaseOptimizer) -> list[dict[str, Any]]:
-    """A fresh ``optimizer.history`` (one row per candidate, appended as its trial finishes).
-
-    An optimizer with a ``history`` of its own (one it assigned, or a duck-typed optimizer's
-    attribute) keeps it untouched: its code may read it. The rows then reach only the result."""
-    history = TrialHistory()
-    current = getattr(optimizer, "history", None)
-    if current is not None and not isinstance(current, TrialHistory):
-        logger.info(
-            "%s keeps its own `history`; the trials are in experiment.last_optimization.trials_dataframe()",
-            type(optimizer).__name__,
-        )
-        return history
-    try:
-        optimizer.history = history
-    except (AttributeError, TypeError):  # a read-only or slotted attribute: the result only
-        logger.debug("could not set %s.history", type(optimizer).__name__)
-    return history
-
-
-def _trial_rows(
-    fold: RunFold, conditions: Mapping[str, Treatment | None], metric: str, trial: int, seconds: float
-) -> list[dict[str, Any]]:
-    """One row per candidate of one ask. ``seconds`` is the trial's wall time, shared by (not split
-    among) its candidates: they ran side by side. ``replicates`` counts the replicates that recorded
-    the objective; with none, the candidate ``failed`` and its ``objective`` is None."""
-    from .provenance import typed_value
-
-    rows = []
-    for key, treatment in conditions.items():
-        scored = fold.condition_metrics(key).replicates.get(metric, [])
-        mean = fold.mean(key, metric)
-        complete = bool(scored) and mean == mean  # NaN != NaN
-        params = treatment.apply_map if treatment is not None else {}
-        rows.append(
-            {
-                "trial": trial,
-                "candidate": key,
-                "params": {k: typed_value(v) for k, v in params.items()},
-                "objective": float(mean) if complete else None,
-                "replicates": len(set(scored)),
-                "seconds": seconds,
-                "status": "complete" if complete else "failed",
-            }
-        )
-    return rows
-
-
-def _optimization_record(optimizer: BaseOptimizer, history: list[dict[str, Any]]) -> dict[str, Any]:
-    objective = optimizer.objective
-    return {
-        "objective": {"metric": objective.metric, "direction": getattr(objective, "direction", None)},
-        "optimizer": type(optimizer).__name__,
-        "trials": [dict(row) for row in history],
-    }
