@@ -28,3 +28,19 @@ def test_the_first_example_prints_plain_numbers_and_no_warning(tmp_path: Path) -
     assert len(set(values)) > 1  # noisy data: the t-test has a variance to work with
     assert abs(float(boosted.group(1)) - float(baseline.group(1)) - 30.0) < 0.01  # +10 on each of 3 values
     assert re.search(r"^boost_total vs baseline: p = [\d.e-]+, significant: True$", done.stdout, re.M), done.stdout
+
+
+def test_the_first_example_gives_the_same_numbers_on_every_run_and_executor(tmp_path: Path) -> None:
+    """Its docstring promises reruns draw the same: the example fixes its root seed."""
+    outputs = []
+    for executor in ("serial", "thread"):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE), "--executor", executor],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append([line for line in done.stdout.splitlines() if not line.startswith("stored under")])
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 3

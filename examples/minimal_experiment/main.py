@@ -16,6 +16,7 @@ from crystallize import (
     Experiment,
     FrozenContext,
     ParallelExecution,
+    SeedPlugin,
     SerialExecution,
     data_source,
     hypothesis,
@@ -27,7 +28,8 @@ from crystallize import (
 
 @data_source
 def fetch_numbers(ctx: FrozenContext) -> list[float]:
-    """Three noisy measurements around 0: ``ctx.rng`` is seeded per replicate, so reruns draw the same."""
+    """Three noisy measurements around 0: ``ctx.rng`` is seeded per replicate from the root seed
+    (``SeedPlugin(seed=42)`` below), so reruns, on any executor, draw the same."""
     return [float(x) for x in ctx.rng.normal(0.0, 1.0, size=3)]
 
 
@@ -73,7 +75,7 @@ def build_experiment(kind: str = "ray", replicates: int = 12) -> Experiment:
         .datasource(fetch_numbers())
         .add_step(add_delta())
         .add_step(summarize())
-        .plugins([execution_plugin(kind)])
+        .plugins([execution_plugin(kind), SeedPlugin(seed=42)])  # the same numbers on every run and executor
         .treatments([boost_total()])
         .hypotheses([order_by_p_value])
         .replicates(replicates)
