@@ -273,7 +273,7 @@ def treatment_params(provenance: Mapping[str, Any]) -> dict[str, dict[str, Any]]
     out: dict[str, dict[str, Any]] = {}
     for name, values in stored.items():
         if isinstance(values, Mapping):
-            out[str(name)] = {str(k): _from_repr(v) if old else v for k, v in values.items()}
+            out[str(name)] = {str(k): value_from_repr(v) if old else v for k, v in values.items()}
     return out
 
 
@@ -291,7 +291,9 @@ def treatment_functions(provenance: Mapping[str, Any]) -> dict[str, str]:
 _NUMPY_SCALAR = re.compile(r"np\.(?:float|int|uint|bool|str)_?\d*\((.+)\)")
 
 
-def _from_repr(value: Any) -> Any:
+def value_from_repr(value: Any) -> Any:
+    """A value older records kept as its repr (``"-2.0"``, ``"'adam'"``, ``"np.float64(0.5)"``), read
+    back typed; text that is no literal stays the text."""
     if not isinstance(value, str):
         return value
     if value in ("np.True_", "np.False_"):

@@ -7,12 +7,12 @@ Candidates are placed by what they tried (``delta = -2.0``), not by their names
 
 from __future__ import annotations
 
-import ast
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..constants import BASELINE_CONDITION
+from ..provenance import treatment_params, value_from_repr
 from ..results import Result
 from .tables import Summary, summarize
 
@@ -34,14 +34,10 @@ def optimize_metrics(result: Result, columns: Mapping[str, Any]) -> tuple[list[s
 
 
 def candidate_params(result: Result, candidates: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """candidate -> {parameter: value}, values typed.
-
-    Runs recorded before parameters kept their types (no ``versions`` or ``optimization`` in the
-    provenance) stored repr strings (``"-2.0"``): those are parsed back; in a typed run a string
-    stays the string the user gave.
-    """
-    typed = "versions" in result.provenance or "optimization" in result.provenance
-    recorded = result.provenance.get("treatments") or {}
+    """candidate -> {parameter: value}, values typed (``provenance.treatment_params``: runs recorded
+    before parameters kept their types stored reprs, read back; in a typed run a string stays the
+    string the user gave). A candidate the record lacks falls back to its row of the trials table."""
+    recorded = treatment_params(result.provenance)
     trials = (result.provenance.get("optimization") or {}).get("trials") or []
     from_trials = {row.get("candidate"): row.get("params") or {} for row in trials if isinstance(row, Mapping)}
     out: dict[str, dict[str, Any]] = {}
@@ -50,24 +46,17 @@ def candidate_params(result: Result, candidates: Sequence[str]) -> dict[str, dic
         if not isinstance(params, Mapping):
             params = from_trials.get(candidate)
         if isinstance(params, Mapping):
-            out[candidate] = {str(key): parse_value(value, typed=typed) for key, value in params.items()}
+            out[candidate] = {str(key): parse_value(value, typed=True) for key, value in params.items()}
     return out
 
 
 def parse_value(value: Any, *, typed: bool = False) -> Any:
-    """A recorded parameter value as the user wrote it: ``"-2.0"`` → -2.0, ``"'adam'"`` → ``"adam"``
-    when the run stored reprs (``typed=False``); typed JSON values pass through.
-
-    ``{"repr": ..., "type": ...}`` (a value JSON cannot type) is its repr.
-    """
+    """A recorded parameter value as an axis shows it: a repr string of an older record
+    (``typed=False``) read back (``"-2.0"`` → -2.0); ``{"repr": ..., "type": ...}`` (a value JSON
+    cannot type) as its repr; typed values pass through."""
     if isinstance(value, Mapping) and "repr" in value:
         return str(value["repr"])
-    if isinstance(value, str) and not typed:
-        try:
-            return ast.literal_eval(value)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            return value
-    return value
+    return value if typed else value_from_repr(value)
 
 
 def is_number(value: Any) -> bool:
